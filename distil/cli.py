@@ -13,6 +13,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """distil: RL of language models from rich feedback."""
+
+
 @app.command()
 def version() -> None:
     """Print the installed version."""
