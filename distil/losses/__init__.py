@@ -1,0 +1,141 @@
+"""``distil.losses``: the objectives (DistIL, CE, SDPO, OPSD, GRPO, SFT) behind one API.
+
+    from distil.losses import ObjectiveConfig, LossBatch, compute_loss
+    out = compute_loss(ObjectiveConfig(name="distil"), student_logits, LossBatch(...))
+    out.loss.backward(); out.metrics
+
+See docs/objectives.md for each objective's formula, defaults and their sources.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from distil.losses.advantages import group_advantages
+from distil.losses.base import Objective
+from distil.losses.batch import LossBatch, sanitize, validate
+from distil.losses.common import masked_mean, token_mask
+from distil.losses.config import ObjectiveConfig, ObjectiveName
+from distil.losses.registry import objective_class
+from distil.losses.support import (
+    StudentLogprobs,
+    chunked_student_logprobs,
+    gather_student_logprobs,
+    support_logprobs,
+)
+
+__all__ = [
+    "LossBatch",
+    "LossOutput",
+    "Objective",
+    "ObjectiveConfig",
+    "ObjectiveName",
+    "StudentLogprobs",
+    "chunked_student_logprobs",
+    "compute_loss",
+    "compute_loss_from_logprobs",
+    "gather_student_logprobs",
+    "group_advantages",
+    "objective_class",
+    "sampled_teacher_targets",
+    "support_logprobs",
+]
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar, differentiable
+    metrics: dict[str, float]
+
+
+def compute_loss(
+    config: ObjectiveConfig,
+    student_logits: torch.Tensor,
+    batch: LossBatch,
+    *,
+    normalizer: float | None = None,
+) -> LossOutput:
+    """Loss of ``config``'s objective for the student's ``[B,T,V]`` logits (position t predicts y_t)."""
+    if not isinstance(student_logits, torch.Tensor) or student_logits.dim() != 3:
+        shape = (
+            list(student_logits.shape) if isinstance(student_logits, torch.Tensor) else type(student_logits)
+        )
+        raise ValueError(f"student_logits must have shape [B,T,V], got {shape}")
+    if not student_logits.is_floating_point():
+        raise ValueError(f"student_logits must be a float tensor, got dtype {student_logits.dtype}")
+    obj = objective_class(config.name)
+    B, T, V = student_logits.shape
+    _validate(obj, config, batch, B, T, V, None)
+    student = gather_student_logprobs(
+        student_logits, batch.response_ids, batch.teacher_topk_ids if obj.needs_teacher else None
+    )
+    return _finish(obj, config, student, batch, normalizer)
+
+
+def compute_loss_from_logprobs(
+    config: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, *, normalizer: float | None = None
+) -> LossOutput:
+    """Same as ``compute_loss`` from log-probs gathered elsewhere (e.g. chunk-wise by the learner)."""
+    obj = objective_class(config.name)
+    if student.token_logprobs.dim() != 2:
+        raise ValueError(
+            f"student.token_logprobs must have shape [B,T], got {list(student.token_logprobs.shape)}"
+        )
+    B, T = student.token_logprobs.shape
+    if obj.needs_teacher:
+        if student.topk_logprobs is None:
+            raise ValueError("student.topk_logprobs [B,T,K] is required: gather it at batch.teacher_topk_ids")
+        if tuple(student.topk_logprobs.shape[:2]) != (B, T):
+            raise ValueError(
+                f"student.topk_logprobs must have shape [{B},{T},K], got {list(student.topk_logprobs.shape)}"
+            )
+    K = student.topk_logprobs.shape[-1] if obj.needs_teacher else None
+    _validate(obj, config, batch, B, T, student.vocab_size, K)
+    return _finish(obj, config, student, batch, normalizer)
+
+
+def _validate(obj, config, batch, B, T, V, K) -> None:
+    validate(
+        batch,
+        batch_size=B,
+        length=T,
+        vocab_size=V,
+        needs_teacher=obj.needs_teacher,
+        needs_advantages=obj.needs_advantages,
+        needs_groups=config.credit_baseline == "group_mean" and "credit_baseline" in obj.fields,
+        topk=K,
+    )
+
+
+def _finish(
+    obj: type[Objective], config, student: StudentLogprobs, batch: LossBatch, normalizer
+) -> LossOutput:
+    loss, metrics = obj().loss(config, student, sanitize(batch), normalizer)
+    mask = token_mask(batch, student.token_logprobs.dtype, use_teacher_mask=False)
+    lengths = mask.sum(-1)
+    metrics["tokens"] = float(lengths.sum())
+    metrics["response_length_mean"] = float(lengths.mean()) if len(lengths) else 0.0
+    metrics["response_length_max"] = float(lengths.max()) if len(lengths) else 0.0
+    if student.entropy is not None:
+        metrics["entropy_mean"] = masked_mean(student.entropy, mask)
+    if obj.needs_teacher:
+        tm = batch.teacher_mask
+        metrics["teacher_frac"] = float(tm.float().mean()) if tm is not None and len(tm) else 1.0
+    return LossOutput(loss=loss, metrics=metrics)
+
+
+def sampled_teacher_targets(sampled_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets for a black-box teacher that returns K sampled next tokens per position.
+
+    Each sample gets weight 1/K, so the forward cross-entropy becomes the unbiased sample
+    estimate -1/K sum_k log p_theta(a_k | s_t) (the paper's black-box form; K=1 is one-hot).
+    Use with ``ObjectiveConfig(teacher_samples=True)``. Returns ``(teacher_topk_ids, teacher_topk_logprobs)``.
+    """
+    if sampled_ids.dim() != 3:
+        raise ValueError(f"sampled_ids must have shape [B,T,K], got {list(sampled_ids.shape)}")
+    K = sampled_ids.shape[-1]
+    logprobs = torch.full(sampled_ids.shape, -math.log(K), dtype=torch.float32)
+    return sampled_ids.long(), logprobs

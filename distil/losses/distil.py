@@ -1,0 +1,87 @@
+"""DistIL: forward cross-entropy to the teacher plus the future-credit term (paper eq. 5)."""
+
+from __future__ import annotations
+
+import torch
+
+from distil.losses.base import Objective
+from distil.losses.batch import LossBatch
+from distil.losses.common import aggregate, is_metrics, is_weights, masked_max, masked_mean, token_mask
+from distil.losses.config import ObjectiveConfig
+from distil.losses.support import StudentLogprobs, support_logprobs
+
+
+def future_credit(ce: torch.Tensor, mask: torch.Tensor, *, length_normalize: bool) -> torch.Tensor:
+    """C_t = (1 / max(L - t - 1, 1)) * sum_{tau > t, valid} CE_tau, detached, per sequence.
+
+    ``t`` counts valid tokens only, so padding anywhere (middle or end) neither adds to the
+    sum nor to the count; the last valid token gets 0. Without ``length_normalize`` the
+    plain suffix sum (the exact estimator of eq. 4).
+    """
+    ce = ce.detach().clamp(min=0.0) * mask
+    suffix = ce.flip(-1).cumsum(-1).flip(-1) - ce
+    if length_normalize:
+        later = mask.flip(-1).cumsum(-1).flip(-1) - mask
+        suffix = suffix / later.clamp(min=1.0)
+    return suffix * mask
+
+
+def group_baseline(credit: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Leave-one-out mean credit of the other samples of the same group at the same position.
+
+    It does not depend on the sample's own actions, so subtracting it keeps the estimator
+    unbiased while reducing variance.
+    """
+    same = group_ids[:, None] == group_ids[None, :]
+    others = (same & ~torch.eye(len(group_ids), dtype=torch.bool, device=same.device)).to(credit.dtype)
+    total = others @ (credit * mask)
+    count = others @ mask
+    return torch.where(count > 0, total / count.clamp(min=1.0), torch.zeros_like(total)) * mask
+
+
+class DistIL(Objective):
+    name = "distil"
+    fields = frozenset(
+        {"topk_tail", "teacher_samples", "future_credit", "length_normalize", "credit_baseline", "is_clip"}
+    )
+    defaults = {"future_credit": True}
+    needs_teacher = True
+
+    @classmethod
+    def check(cls, cfg: ObjectiveConfig) -> None:
+        if cfg.teacher_samples and "topk_tail" in cfg.model_fields_set and cfg.topk_tail:
+            raise ValueError("teacher_samples=True has no tail bucket; leave topk_tail unset or false")
+
+    def loss(
+        self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None
+    ):
+        tok_lp = student.token_logprobs
+        mask = token_mask(batch, tok_lp.dtype, use_teacher_mask=True)
+        lp_s, lp_t = support_logprobs(
+            student.topk_logprobs,
+            batch.teacher_topk_logprobs,
+            tail=cfg.topk_tail,
+            vocab_size=student.vocab_size,
+            samples=cfg.teacher_samples,
+        )
+        p_t = lp_t.exp()
+        ce = -(p_t * lp_s).sum(-1)
+        per_token = ce
+        metrics: dict[str, float] = {}
+        if cfg.future_credit:
+            credit = future_credit(ce, mask, length_normalize=cfg.length_normalize)
+            if cfg.credit_baseline == "group_mean":
+                credit = credit - group_baseline(credit, mask, batch.group_ids)
+            per_token = per_token + credit * tok_lp
+            metrics |= {"credit_mean": masked_mean(credit, mask), "credit_max": masked_max(credit, mask)}
+        weight, ratio = is_weights(tok_lp, batch, cfg)
+        loss = aggregate(weight * per_token, mask, cfg, normalizer)
+        metrics |= {
+            "loss": float(loss.detach()),
+            "ce_mean": masked_mean(ce.detach(), mask),
+            **is_metrics(ratio, mask, cfg),
+        }
+        if not cfg.teacher_samples:  # with samples lp_t holds 1/K weights, not the teacher's log-probs
+            with torch.no_grad():
+                metrics["kl_teacher_student"] = masked_mean((p_t * (lp_t - lp_s)).sum(-1), mask)
+        return loss, metrics
