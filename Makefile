@@ -39,5 +39,9 @@ test-fast: install
 test-slow: install
 	$(VENV)/bin/pytest -q -m slow
 
+# Regenerate distil/bus/_pb from proto/distil/v1 (commit the result; a test checks it is current).
+proto: install
+	$(PY) -m distil.bus.protogen
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
