@@ -42,7 +42,9 @@ def convert_packaged(target: Path) -> Path:
 
         gguf = packaged_gguf()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
         config = quantized.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config

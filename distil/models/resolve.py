@@ -22,7 +22,9 @@ def resolve_model(spec: str | os.PathLike) -> Path:
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model directory {path} has no config.json; point to a Hugging Face model folder")
+            raise FileNotFoundError(
+                f"model directory {path} has no config.json; point to a Hugging Face model folder"
+            )
         return path.resolve()
     if text in PACKAGED_MODELS:
         from distil.models.packaged import convert_packaged
