@@ -1,0 +1,18 @@
+"""Learner settings. Defaults follow the paper's coding setting (Table 4) unless noted."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: float = Field(default=1e-6, gt=0, description="AdamW learning rate (Table 4, coding).")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warmup, then constant (Table 4).")
+    weight_decay: float = Field(default=0.01, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    teacher_ema_rate: float = Field(default=0.01, ge=0, le=1, description="0 = frozen initial teacher.")
+    token_budget: int = Field(default=8192, gt=0, description="Padded tokens per micro-batch.")
+    logits_chunk: int = Field(default=1024, gt=0, description="Sequence chunk for the log-prob gather.")
+    max_nonfinite_steps: int = Field(default=3, ge=1, description="Fail the job after this many in a row.")

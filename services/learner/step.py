@@ -1,0 +1,121 @@
+"""One optimisation step over a mini-batch of scored samples; objective-blind."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from distil.losses import ObjectiveConfig, compute_loss_from_logprobs, group_advantages, objective_class
+from services.learner.batching import TrainSample, collate, micro_batches
+from services.learner.config import TrainConfig
+from services.learner.ema import EmaTeacher
+from services.learner.policy import PolicyLogprobs
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``max_nonfinite_steps`` steps in a row had a non-finite loss or gradient."""
+
+
+@dataclass
+class LearnerState:
+    step: int = 0
+    skipped_nonfinite: int = 0
+    nonfinite_in_a_row: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Learner:
+    """AdamW with warmup-then-constant LR, gradient accumulation over token-budget
+    micro-batches, clipping, non-finite step skipping, and the EMA teacher."""
+
+    def __init__(self, policy: PolicyLogprobs, objective: ObjectiveConfig, train: TrainConfig, pad_id: int):
+        self.policy, self.objective, self.train, self.pad_id = policy, objective, train, pad_id
+        self.kind = objective_class(objective.name)
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        warm = train.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )
+        self.ema = EmaTeacher(policy.model, train.teacher_ema_rate)
+        self.state = LearnerState()
+
+    def _normalizer(self, samples: Sequence[TrainSample]) -> float:
+        counted = [s for s in samples if s.teacher_mask or not self.kind.needs_teacher]
+        if self.objective.aggregation == "seq_mean":
+            return float(sum(1 for s in counted if len(s.response_ids)))
+        return float(sum(len(s.response_ids) for s in counted))
+
+    def step(
+        self, samples: Sequence[TrainSample], rewards: Sequence[float] | None = None
+    ) -> dict[str, float]:
+        if not samples:
+            raise ValueError("a training step needs at least one sample")
+        t0 = time.perf_counter()
+        if self.kind.needs_advantages:
+            if rewards is None:
+                raise ValueError(
+                    f"objective {self.objective.name!r} needs rewards to compute group advantages"
+                )
+            adv = group_advantages(
+                torch.tensor(rewards, dtype=torch.float64), torch.tensor([s.group_id for s in samples])
+            )
+            for s, a in zip(samples, adv.tolist(), strict=True):
+                s.advantage = a
+        normalizer = self._normalizer(samples)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        tokens = 0.0
+        loss_total = 0.0
+        for mb in micro_batches(samples, self.train.token_budget):
+            batch = collate(mb, self.pad_id)
+            lb = batch.loss_batch
+            student = self.policy(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.predict_positions,
+                lb.response_ids,
+                lb.teacher_topk_ids if self.kind.needs_teacher else None,
+            )
+            out = compute_loss_from_logprobs(self.objective, student, lb, normalizer=max(normalizer, 1.0))
+            out.loss.backward()
+            loss_total += float(out.loss.detach())
+            weight = out.metrics["tokens"]
+            tokens += weight
+            for k, v in out.metrics.items():
+                if k not in ("loss", "tokens"):
+                    sums[k] = sums.get(k, 0.0) + v * weight  # token-weighted means over micro-batches
+        t1 = time.perf_counter()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.train.grad_clip))
+        metrics = {k: v / max(tokens, 1.0) for k, v in sums.items()}
+        metrics |= {"loss": loss_total, "grad_norm": grad_norm, "tokens": tokens}
+        if not (math.isfinite(grad_norm) and math.isfinite(loss_total)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.skipped_nonfinite += 1
+            self.state.nonfinite_in_a_row += 1
+            metrics["skipped_nonfinite"] = float(self.state.skipped_nonfinite)
+            if self.state.nonfinite_in_a_row >= self.train.max_nonfinite_steps:
+                raise NonFiniteLossError(
+                    f"{self.state.nonfinite_in_a_row} steps in a row had a non-finite loss or gradient "
+                    f"(last loss {loss_total}, grad norm {grad_norm}); lower the learning rate or check the data"
+                )
+            return metrics
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.policy.model)
+        t2 = time.perf_counter()
+        self.state.step += 1
+        self.state.nonfinite_in_a_row = 0
+        metrics |= {
+            "step": float(self.state.step),
+            "lr": self.scheduler.get_last_lr()[0],
+            "skipped_nonfinite": float(self.state.skipped_nonfinite),
+            "time_forward_backward": t1 - t0,
+            "time_optimizer": t2 - t1,
+            "tokens_per_s": metrics["tokens"] / max(t2 - t0, 1e-9),
+        }
+        self.state.history.append(metrics)
+        return metrics

@@ -1,0 +1,1 @@
+from tests.models.conftest import smollm2_dir, tiny_model_dir  # noqa: F401  (shared session fixtures)
