@@ -1,0 +1,5 @@
+"""Sandbox errors (each says what to do)."""
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested isolation cannot be provided on this host."""

@@ -1,0 +1,62 @@
+"""Concurrency slots. Each slot owns a uid (when we are root) so that RLIMIT_NPROC, which
+the kernel counts per uid and never enforces for root, bounds the processes of exactly one
+run, and so that every process a run leaves behind can be found and killed by uid."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import SandboxUnavailable
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    uid: int | None  # None: programs run as the service's own uid (not root)
+
+
+class SlotPool:
+    def __init__(self, slots: int, uid_base: int, wait_s: float) -> None:
+        self.drop_uid = os.geteuid() == 0
+        self._wait_s = wait_s
+        self._free: queue.SimpleQueue[Slot] = queue.SimpleQueue()
+        for i in range(slots):
+            self._free.put(Slot(i, uid_base + i if self.drop_uid else None))
+        self._kill = shutil.which("kill") or "/bin/kill"
+
+    @contextmanager
+    def acquire(self) -> Iterator[Slot]:
+        try:
+            slot = self._free.get(timeout=self._wait_s)
+        except queue.Empty:
+            raise SandboxUnavailable(f"no sandbox slot became free within {self._wait_s} s") from None
+        try:
+            yield slot
+        finally:
+            self._free.put(slot)
+
+    def sweep(self, slot: Slot) -> None:
+        """Kill every process of the slot's uid (a daemon that escaped its process group).
+
+        ``kill -9 -1`` run *as that uid* signals exactly the processes it owns; the
+        slot is still held, so no other run uses the uid meanwhile.
+        """
+        if slot.uid is None:
+            return
+        subprocess.run(
+            [self._kill, "-9", "-1"],
+            user=slot.uid,
+            group=slot.uid,
+            extra_groups=[],
+            env={},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
