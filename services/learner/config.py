@@ -11,6 +11,8 @@ class TrainConfig(BaseModel):
     lr: float = Field(default=1e-6, gt=0, description="AdamW learning rate (Table 4, coding).")
     warmup_steps: int = Field(default=0, ge=0, description="Linear warmup, then constant (Table 4).")
     weight_decay: float = Field(default=0.01, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(default=1e-8, gt=0)
     grad_clip: float = Field(default=1.0, gt=0)
     teacher_ema_rate: float = Field(default=0.01, ge=0, le=1, description="0 = frozen initial teacher.")
     token_budget: int = Field(default=8192, gt=0, description="Padded tokens per micro-batch.")

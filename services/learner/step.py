@@ -12,6 +12,7 @@ import torch
 from distil.losses import ObjectiveConfig, compute_loss_from_logprobs, group_advantages, objective_class
 from services.learner.batching import TrainSample, collate, micro_batches
 from services.learner.config import TrainConfig
+from services.learner.distributed import Topology, rank_share
 from services.learner.ema import EmaTeacher
 from services.learner.policy import PolicyLogprobs
 
@@ -32,10 +33,25 @@ class Learner:
     """AdamW with warmup-then-constant LR, gradient accumulation over token-budget
     micro-batches, clipping, non-finite step skipping, and the EMA teacher."""
 
-    def __init__(self, policy: PolicyLogprobs, objective: ObjectiveConfig, train: TrainConfig, pad_id: int):
+    def __init__(
+        self,
+        policy: PolicyLogprobs,
+        objective: ObjectiveConfig,
+        train: TrainConfig,
+        pad_id: int,
+        topology: Topology | None = None,
+    ):
+        """``policy`` must already be sharded (``shard_policy``) when ``topology`` has several ranks."""
         self.policy, self.objective, self.train, self.pad_id = policy, objective, train, pad_id
+        self.topo = topology or Topology()
         self.kind = objective_class(objective.name)
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            policy.parameters(),
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            betas=train.adam_betas,
+            eps=train.adam_eps,
+        )
         warm = train.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
@@ -65,12 +81,24 @@ class Learner:
             )
             for s, a in zip(samples, adv.tolist(), strict=True):
                 s.advantage = a
-        normalizer = self._normalizer(samples)
+        # Every rank sees the whole mini-batch: the normaliser is global, each rank trains on
+        # its share, and FSDP's gradient averaging over ranks is undone by dividing by W here.
+        normalizer = max(self._normalizer(samples), 1.0) / self.topo.world_size
+        ordered = sorted(samples, key=lambda s: s.length, reverse=True)
+        plans = [
+            micro_batches(rank_share(ordered, Topology(r, self.topo.world_size)), self.train.token_budget)
+            for r in range(self.topo.world_size)
+        ]
+        mine = plans[self.topo.rank]
+        # Ranks must run the same number of forward/backward passes (FSDP collectives):
+        # pad with zero-weight passes over the first sample.
+        padding = max(len(p) for p in plans) - len(mine)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         tokens = 0.0
         loss_total = 0.0
-        for mb in micro_batches(samples, self.train.token_budget):
+        for i, mb in enumerate(mine + [[ordered[0]]] * padding):
+            scale = 1.0 if i < len(mine) else 0.0
             batch = collate(mb, self.pad_id)
             lb = batch.loss_batch
             student = self.policy(
@@ -80,16 +108,21 @@ class Learner:
                 lb.response_ids,
                 lb.teacher_topk_ids if self.kind.needs_teacher else None,
             )
-            out = compute_loss_from_logprobs(self.objective, student, lb, normalizer=max(normalizer, 1.0))
-            out.loss.backward()
-            loss_total += float(out.loss.detach())
+            out = compute_loss_from_logprobs(self.objective, student, lb, normalizer=normalizer)
+            (out.loss * scale).backward()
+            if not scale:
+                continue
+            loss_total += float(out.loss.detach()) / self.topo.world_size
             weight = out.metrics["tokens"]
             tokens += weight
             for k, v in out.metrics.items():
                 if k not in ("loss", "tokens"):
                     sums[k] = sums.get(k, 0.0) + v * weight  # token-weighted means over micro-batches
         t1 = time.perf_counter()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.train.grad_clip))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.train.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        if self.topo.distributed:
+            loss_total = _all_reduce_sum(loss_total)
         metrics = {k: v / max(tokens, 1.0) for k, v in sums.items()}
         metrics |= {"loss": loss_total, "grad_norm": grad_norm, "tokens": tokens}
         if not (math.isfinite(grad_norm) and math.isfinite(loss_total)):
@@ -119,3 +152,11 @@ class Learner:
         }
         self.state.history.append(metrics)
         return metrics
+
+
+def _all_reduce_sum(value: float) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)

@@ -1,0 +1,79 @@
+"""FSDP2 for the learner: ``fully_shard`` per transformer block, then the root.
+
+One process per rank; ``torch.distributed`` with NCCL on GPU, gloo on CPU. Every rank
+receives the whole mini-batch and trains on its deterministic share (``rank_share``), so
+the normaliser of the token-mean is global without any extra communication.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+@dataclass(frozen=True)
+class Topology:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(rank: int, world_size: int, *, master_port: int, timeout_s: float = 120.0) -> Topology:
+    """Join the process group (gloo on CPU, NCCL when CUDA is available)."""
+    from datetime import timedelta
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(master_port)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    return Topology(rank, world_size)
+
+
+def transformer_blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
+    """The decoder layers of a Hugging Face causal LM (``model.model.layers`` for Llama-likes)."""
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(
+            f"cannot find transformer blocks in {type(model).__name__}: expected .get_decoder().layers"
+        )
+    return list(layers)
+
+
+def shard_policy(policy: torch.nn.Module, *, bf16: bool | None = None) -> torch.nn.Module:
+    """Apply FSDP2 to the learner's policy in place: each block, then the root.
+
+    bf16 compute with fp32 master weights on GPU; fp32 on CPU (``bf16=None`` picks by device).
+    """
+    if bf16 is None:
+        bf16 = torch.cuda.is_available()
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    kwargs = {"mp_policy": mp} if mp is not None else {}
+    for block in transformer_blocks(policy.model):
+        fully_shard(block, **kwargs)
+    fully_shard(policy, **kwargs)
+    return policy
+
+
+def rank_share(items: Sequence, topo: Topology) -> list:
+    """This rank's share of the (length-sorted) mini-batch: every world_size-th item."""
+    return list(items[topo.rank :: topo.world_size])
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded parameters (a collective under FSDP2: every rank must call it)."""
+    out = {}
+    for name, p in model.named_parameters():
+        t = p.detach()
+        out[name] = t.full_tensor() if hasattr(t, "full_tensor") else t
+    return out
