@@ -1,0 +1,63 @@
+"""How a message sits in a stream entry: a few small fields around the protobuf payload.
+
+k  kind: b"group" or b"event"
+id the message's idempotency key (group id or event id)
+n  payload length in bytes (detects truncation in transit)
+d  the payload (encoded Group or LearnerEvent)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from distil.bus.errors import SchemaError
+from distil.bus.schema import Group, LearnerEvent, decode_event, decode_group, encode_event, encode_group
+
+Kind = Literal["group", "event"]
+Message = Group | LearnerEvent
+
+
+def message_id(value: Message) -> str:
+    return value.group_id if isinstance(value, Group) else value.event_id
+
+
+def to_fields(value: Message) -> dict[bytes, bytes]:
+    if isinstance(value, Group):
+        kind, payload = b"group", encode_group(value)
+    else:
+        kind, payload = b"event", encode_event(value)
+    return {b"k": kind, b"id": message_id(value).encode(), b"n": str(len(payload)).encode(), b"d": payload}
+
+
+def peek_id(fields: dict[bytes, bytes]) -> str | None:
+    """The message id if present and readable, without decoding the payload."""
+    raw = fields.get(b"id")
+    try:
+        return raw.decode() if raw else None
+    except UnicodeDecodeError:
+        return None
+
+
+def from_fields(fields: dict[bytes, bytes]) -> Message:
+    """Decode a stream entry; SchemaError says what is wrong with it."""
+    missing = [name for name in ("k", "id", "n", "d") if name.encode() not in fields]
+    if missing:
+        raise SchemaError(f"stream entry lacks field(s) {missing}; it was not written by distil.bus")
+    kind, payload = fields[b"k"], fields[b"d"]
+    try:
+        expected = int(fields[b"n"])
+    except ValueError as exc:
+        raise SchemaError(f"stream entry field 'n' is not a length: {fields[b'n'][:32]!r}") from exc
+    if len(payload) != expected:
+        raise SchemaError(f"payload truncated: {len(payload)} of {expected} bytes arrived")
+    if kind == b"group":
+        value: Message = decode_group(payload)
+    elif kind == b"event":
+        value = decode_event(payload)
+    else:
+        raise SchemaError(f"unknown message kind {kind[:32]!r}; expected b'group' or b'event'")
+    if message_id(value) != peek_id(fields):
+        raise SchemaError(
+            f"entry id field {peek_id(fields)!r} disagrees with the payload's id {message_id(value)!r}"
+        )
+    return value

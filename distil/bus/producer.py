@@ -1,0 +1,43 @@
+"""Writing groups and events onto a job's stream, with backpressure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from distil.bus.envelope import Message, to_fields
+
+if TYPE_CHECKING:
+    from distil.bus.client import Bus
+
+
+class Producer:
+    """Appends messages to ``{prefix}:{job}:{stream}``.
+
+    ``publish`` first waits (up to ``backpressure_timeout_s``) while the stream holds
+    ``max_in_flight`` or more uncommitted entries. Writes are retried across reconnects;
+    a retry can append a duplicate, which consumers drop by message id.
+    """
+
+    def __init__(self, bus: Bus, job: str, stream: str) -> None:
+        self.bus = bus
+        self.job = job
+        self.key = bus.stream(job, stream)
+
+    def publish(self, value: Message) -> str:
+        """Append one Group or LearnerEvent; returns its entry id."""
+        return self.publish_many([value])[0]
+
+    def publish_many(self, values: Sequence[Message]) -> list[str]:
+        """Append several messages in one round trip (after one backpressure check)."""
+        entries = [to_fields(v) for v in values]
+        self.bus.wait_for_room(self.key)
+
+        def write(r):
+            with r.pipeline(transaction=False) as p:
+                for fields in entries:
+                    p.xadd(self.key, fields)
+                return p.execute()
+
+        ids = self.bus.call(f"appending {len(entries)} message(s) to {self.key}", write)
+        return [i.decode() for i in ids]
