@@ -22,15 +22,21 @@ class EmaTeacher:
         for name, p in model.named_parameters():
             self.params[name].lerp_(p.detach().to(torch.float32), self.rate)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.params)
-
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Unsharded fp32 tensors (a collective under FSDP2: call on every rank)."""
         return {n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in self.params.items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    @torch.no_grad()
+    def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load unsharded tensors (from ``full_state_dict``) into this rank's layout."""
         missing = set(self.params) - set(state)
         if missing:
             raise ValueError(f"EMA state is missing {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
-        self.params = {k: v.to(torch.float32).clone() for k, v in state.items()}
+        for name, p in self.params.items():
+            full = state[name].to(torch.float32)
+            if hasattr(p, "device_mesh"):  # DTensor: keep only this rank's shard
+                from torch.distributed.tensor import distribute_tensor
+
+                p.copy_(distribute_tensor(full, p.device_mesh, p.placements))
+            else:
+                p.copy_(full)

@@ -25,7 +25,11 @@ def run(rank: int, world_size: int, port: int, model_dir: str, out_path: str, st
     if topo.distributed:
         shard_policy(policy)
     learner = Learner(
-        policy, ObjectiveConfig(), TrainConfig(lr=1e-3, token_budget=40, adam_eps=1e-6), pad_id=0, topology=topo
+        policy,
+        ObjectiveConfig(),
+        TrainConfig(lr=1e-3, token_budget=40, adam_eps=1e-6),
+        pad_id=0,
+        topology=topo,
     )
     losses = [learner.step(samples(n=7, seed=s))["loss"] for s in range(steps)]
     weights = full_state_dict(model)
