@@ -183,7 +183,8 @@ _EVENT_TYPE = {v: k for k, v in _EVENT_FIELD.items()}
 # ---------------------------------------------------------------------------- arrays
 
 
-def _pack(arr: np.ndarray, out: group_pb2.Tensor, where: str) -> None:
+def _pack(arr: np.ndarray, out: group_pb2.Tensor, where: str, with_data: bool = True) -> np.ndarray:
+    """Fill ``out`` (dtype, shape and, if ``with_data``, the bytes); return the contiguous array."""
     a = np.asarray(arr)
     dt = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
     if dt not in _DTYPE_TO_PB:
@@ -194,7 +195,9 @@ def _pack(arr: np.ndarray, out: group_pb2.Tensor, where: str) -> None:
     a = np.ascontiguousarray(a, dtype=dt)
     out.dtype = _DTYPE_TO_PB[dt]
     out.shape.extend(a.shape)
-    out.data = a.tobytes()
+    if with_data:
+        out.data = a.tobytes()
+    return a
 
 
 def _unpack(t: group_pb2.Tensor, where: str) -> np.ndarray:
@@ -273,7 +276,10 @@ def _check_version(version: int, what: str) -> None:
 # ---------------------------------------------------------------------------- groups
 
 
-def group_to_proto(g: Group) -> group_pb2.Group:
+def group_to_proto(g: Group, deferred: list | None = None) -> group_pb2.Group:
+    """The protobuf message of ``g``. With ``deferred`` (a list), the teacher arrays' bytes
+    are left out of the message and appended to it as ``(response index, ids, logprobs)``
+    for :func:`encode_group` to splice in without extra copies."""
     validate_group(g)
     m = group_pb2.Group(
         schema_version=SCHEMA_VERSION,
@@ -308,14 +314,61 @@ def group_to_proto(g: Group) -> group_pb2.Group:
         if r.teacher is not None:
             pt = pr.teacher
             pt.k = r.teacher.k
-            _pack(r.teacher.top_ids, pt.top_ids, f"{where}.teacher.top_ids")
-            _pack(r.teacher.top_logprobs, pt.top_logprobs, f"{where}.teacher.top_logprobs")
+            keep = deferred is None
+            ids = _pack(r.teacher.top_ids, pt.top_ids, f"{where}.teacher.top_ids", keep)
+            lps = _pack(r.teacher.top_logprobs, pt.top_logprobs, f"{where}.teacher.top_logprobs", keep)
+            if not keep:
+                deferred.append((i, ids, lps))
     return m
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _len_prefix(field_number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited field (wire type 2)."""
+    return _varint(field_number << 3 | 2) + _varint(length)
+
+
 def encode_group(g: Group) -> bytes:
-    """Validate ``g`` and serialise it (schema_version is stamped automatically)."""
-    return group_to_proto(g).SerializeToString()
+    """Validate ``g`` and serialise it (schema_version is stamped automatically).
+
+    The teacher arrays (the bulk of a scored group: [T, K] ids and log-probs) are spliced
+    into the protobuf wire format straight from numpy memory, so they are copied once.
+    Protobuf merges repeated occurrences of a sub-message, so a standard parser reads the
+    result as if the arrays had been set on the message.
+    """
+    deferred: list = []
+    m = group_to_proto(g, deferred)
+    if not deferred:
+        return m.SerializeToString()
+    spliced = {i: (ids, lps) for i, ids, lps in deferred}
+    responses = [r.SerializeToString() for r in m.responses]
+    m.ClearField("responses")
+    parts: list = [m.SerializeToString()]
+    for i, body in enumerate(responses):
+        tail: list = []
+        if i in spliced:
+            # Response.teacher(7) { top_ids(2) { data(3) }, top_logprobs(3) { data(3) } }
+            inner = []
+            for sub_field, arr in zip((2, 3), spliced[i], strict=True):
+                data = memoryview(arr).cast("B")
+                head = _len_prefix(3, data.nbytes)
+                inner += [_len_prefix(sub_field, len(head) + data.nbytes), head, data]
+            inner_len = sum(len(x) if isinstance(x, bytes) else x.nbytes for x in inner)
+            tail = [_len_prefix(7, inner_len), *inner]
+        tail_len = sum(len(x) if isinstance(x, bytes) else x.nbytes for x in tail)
+        parts += [_len_prefix(9, len(body) + tail_len), body, *tail]
+    return b"".join(parts)
 
 
 def group_from_proto(m: group_pb2.Group) -> Group:

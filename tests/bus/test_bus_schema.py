@@ -28,6 +28,7 @@ from distil.bus import (
     protogen,
 )
 from distil.bus._pb import group_pb2
+from distil.bus.schema import group_to_proto
 from tests.bus.bus_helpers import make_group
 
 
@@ -217,3 +218,10 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     assert not mismatch and not errors, (
         f"stale generated code {mismatch + errors}: run `make proto` and commit"
     )
+
+
+def test_spliced_encoding_is_plain_protobuf_to_any_reader() -> None:
+    """encode_group splices teacher arrays in; a stock parser must see the same message."""
+    g = make_group("j", "g", g=3, t=40, k=7, feedback=True)
+    parsed = group_pb2.Group.FromString(encode_group(g))
+    assert parsed == group_to_proto(g)

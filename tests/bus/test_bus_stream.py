@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from pydantic import ValidationError
@@ -157,3 +159,32 @@ def test_config_rejects_inconsistent_settings() -> None:
 def test_bad_names_are_refused(bus: Bus) -> None:
     with pytest.raises(ValueError, match="not a valid bus name"):
         bus.stream("job with spaces", "prompts")
+
+
+def test_slow_handler_keeps_its_entry_claimed(bus: Bus, job_id: str) -> None:
+    """run() heartbeats the entries it works on, so a handler slower than claim_idle_s is not
+    mistaken for a dead consumer and its entry is not handed to another one."""
+    import threading
+
+    bus.producer(job_id, "rollouts").publish(make_group(job_id, "slow"))
+    worker = bus.consumer(job_id, "rollouts", "feedback", name="worker", output="feedback")
+    other = bus.consumer(job_id, "rollouts", "feedback", name="other", output="feedback")
+    started, release = threading.Event(), threading.Event()
+
+    def handler(g):
+        started.set()
+        assert release.wait(30), "test never released the handler"
+        return g
+
+    t = threading.Thread(target=lambda: worker.run(handler, max_messages=1), daemon=True)
+    t.start()
+    assert started.wait(10)
+    stolen = []
+    idle_periods = 4  # keep trying to claim for several claim_idle_s periods
+    deadline = time.monotonic() + idle_periods * bus.config.claim_idle_s
+    while time.monotonic() < deadline:
+        stolen += other.read(block_s=0.05)
+    release.set()
+    t.join(10)
+    assert stolen == []
+    assert output_ids(bus, job_id, "feedback") == ["slow"]

@@ -1,0 +1,204 @@
+"""Trajectory bus throughput vs raw redis-py, side by side on the same Redis server.
+
+(a) paper-scale groups (8 responses x 8192 tokens, top-100 teacher ids + log-probs, ~53 MB):
+    encode -> XADD -> XREADGROUP -> decode -> XACK through distil.bus, against raw redis-py
+    SET + GET of the same bytes. MB/s of payload and their ratio (target >= 0.5).
+(b) small groups (8 x 256 tokens, no teacher scores): messages/s through distil.bus
+    (target >= 2000/s), with raw SET/GET of the same bytes for reference.
+
+Usage: python bench/bus.py [--big N] [--small N] [--url REDIS_URL]
+Without --url (and REDIS_URL unset) it starts an embedded Redis in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from distil.bus import (
+    Bus,
+    BusConfig,
+    EmbeddedRedis,
+    EmbeddedRedisConfig,
+    Group,
+    Response,
+    TeacherScores,
+    encode_group,
+)
+
+
+def make_group(job: str, gid: str, g: int, t: int, k: int, rng: np.random.Generator) -> Group:
+    responses = []
+    for _ in range(g):
+        r = Response(
+            token_ids=rng.integers(0, 151_000, t, dtype=np.int32),
+            logprobs=-rng.random(t, dtype=np.float32),
+            finish_reason="length",
+            text="x" * 200,
+        )
+        if k:
+            r.teacher = TeacherScores(
+                top_ids=rng.integers(0, 151_000, (t, k), dtype=np.int32),
+                top_logprobs=-rng.random((t, k), dtype=np.float32),
+            )
+        responses.append(r)
+    return Group(
+        job_id=job,
+        group_id=gid,
+        prompt_text="p" * 1000,
+        prompt_token_ids=rng.integers(0, 151_000, 300, dtype=np.int32),
+        responses=responses,
+    )
+
+
+def bench_big(bus: Bus, n: int, rng) -> dict:
+    job = f"bench-{uuid.uuid4().hex[:8]}"
+    groups = [make_group(job, f"g{i}", 8, 8192, 100, rng) for i in range(2)]
+    payload = encode_group(groups[0])
+    mb = len(payload) / 1e6
+    r = bus.redis
+
+    def raw_once() -> None:
+        r.set(f"{job}:raw", payload)
+        got = r.get(f"{job}:raw")
+        assert len(got) == len(payload)
+
+    prod = bus.producer(job, "scored")
+    cons = bus.consumer(job, "scored", "learner")
+
+    def bus_once(i: int) -> None:
+        g = groups[i % 2]
+        g.group_id = f"g{i}"
+        prod.publish(g)
+        (d,) = cons.read(count=1)
+        assert d.group.responses[7].teacher.top_logprobs.shape == (8192, 100)
+        cons.ack([d])
+
+    raw_once()  # warm up both paths (allocator, connections)
+    bus_once(-1)
+    raw_t, bus_t = [], []
+    for i in range(n):  # interleaved so both see the same machine state
+        t0 = time.perf_counter()
+        raw_once()
+        t1 = time.perf_counter()
+        bus_once(i)
+        t2 = time.perf_counter()
+        raw_t.append(t1 - t0)
+        bus_t.append(t2 - t1)
+    r.delete(f"{job}:raw")
+    bus.delete_job(job)
+    return {"mb": mb, "raw_s": float(np.median(raw_t)), "bus_s": float(np.median(bus_t))}
+
+
+def bench_small(bus: Bus, n: int, rng, batch: int = 64) -> dict:
+    job = f"bench-{uuid.uuid4().hex[:8]}"
+    groups = [make_group(job, f"g{i}", 8, 256, 0, rng) for i in range(n)]
+    payloads = [encode_group(g) for g in groups]
+    r = bus.redis
+    out: dict = {"kb": len(payloads[0]) / 1e3, "n": n}
+
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        with r.pipeline(transaction=False) as p:
+            for j, pl in enumerate(payloads[i : i + batch]):
+                p.set(f"{job}:raw:{i + j}", pl)
+            p.execute()
+    for i in range(0, n, batch):
+        with r.pipeline(transaction=False) as p:
+            for j in range(i, min(i + batch, n)):
+                p.get(f"{job}:raw:{j}")
+            p.execute()
+    out["raw"] = n / (time.perf_counter() - t0)
+    bus.delete_job(job)
+
+    # End to end through the bus: encode, XADD (batched), XREADGROUP + decode, XACK+XDEL (batched).
+    prod = bus.producer(job, "rollouts")
+    cons = bus.consumer(job, "rollouts", "feedback")
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        prod.publish_many(groups[i : i + batch])
+        got = cons.read(count=batch)
+        cons.ack(got)
+    out["bus_batched"] = n / (time.perf_counter() - t0)
+
+    # A stage, one message at a time: publish, then read + commit with output (exactly-once path).
+    job2 = f"{job}-stage"
+    prod = bus.producer(job2, "rollouts")
+    stage = bus.consumer(job2, "rollouts", "feedback", output="feedback")
+    m = n // 2
+    t0 = time.perf_counter()
+    for g in groups[:m]:
+        prod.publish(g)
+    done = 0
+    while done < m:
+        for d in stage.read(count=batch):
+            stage.commit(d, d.group)
+            done += 1
+    out["bus_stage"] = m / (time.perf_counter() - t0)
+    bus.delete_job(job)
+    bus.delete_job(job2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--big", type=int, default=8, help="paper-scale groups to time (median reported)")
+    ap.add_argument("--small", type=int, default=4096, help="small groups to push through")
+    ap.add_argument("--url", default=os.environ.get("REDIS_URL"))
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    server = None
+    tmp = None
+    url = args.url
+    if not url:
+        tmp = tempfile.TemporaryDirectory()
+        server = EmbeddedRedis(EmbeddedRedisConfig(dir=Path(tmp.name)))
+        url = server.start()
+    try:
+        with Bus(BusConfig(url=url, max_in_flight=100_000)) as bus:
+            big = bench_big(bus, args.big, rng)
+            small = bench_small(bus, args.small, rng)
+    finally:
+        if server:
+            server.stop()
+            tmp.cleanup()
+
+    raw_mbs = big["mb"] / big["raw_s"]
+    bus_mbs = big["mb"] / big["bus_s"]
+    ratio = bus_mbs / raw_mbs
+    print(f"server: {url} (embedded={server is not None}); Redis AOF on, appendfsync everysec")
+    print()
+    print(f"{'case':<58} {'raw redis-py':>14} {'distil.bus':>14} {'ratio':>7}")
+    print("-" * 96)
+    print(
+        f"{'(a) 8x8192 tok, top-100 teacher, ' + format(big['mb'], '.1f') + ' MB/group  [MB/s]':<58} "
+        f"{raw_mbs:>14.0f} {bus_mbs:>14.0f} {ratio:>7.2f}"
+    )
+    print(
+        f"{'(a) same, ms per group (median of ' + str(args.big) + ')':<58} "
+        f"{big['raw_s'] * 1e3:>14.0f} {big['bus_s'] * 1e3:>14.0f}"
+    )
+    print(
+        f"{'(b) 8x256 tok, ' + format(small['kb'], '.1f') + ' kB/group, batched 64  [msg/s]':<58} "
+        f"{small['raw']:>14.0f} {small['bus_batched']:>14.0f} {small['bus_batched'] / small['raw']:>7.2f}"
+    )
+    print(
+        f"{'(b) same, stage path: publish 1 + commit 1 with output [msg/s]':<58} {'':>14} {small['bus_stage']:>14.0f}"
+    )
+    print()
+    ok_a = "meets" if ratio >= 0.5 else "MISSES"
+    ok_b = "meets" if small["bus_batched"] >= 2000 else "MISSES"
+    print(
+        f"ratio: (a) distil.bus / raw SET+GET = {ratio:.2f} ({ok_a} target 0.5); "
+        f"(b) {small['bus_batched']:.0f} msg/s ({ok_b} target 2000)"
+    )
+
+
+if __name__ == "__main__":
+    main()
