@@ -44,6 +44,11 @@ class BusConfig(BaseModel):
     )
     backpressure_timeout_s: float = Field(default=600.0, gt=0)
     backpressure_poll_s: float = Field(default=0.05, gt=0)
+    inline_max_bytes: int = Field(
+        default=1 << 20,
+        ge=0,
+        description="Larger payloads are stored as a string key beside the entry (same transaction).",
+    )
     # Reading.
     read_count: int = Field(default=16, ge=1, description="Most entries one read returns.")
     block_s: float = Field(default=2.0, gt=0, description="How long a read blocks waiting for entries.")

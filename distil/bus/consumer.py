@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from distil.bus import names
-from distil.bus.envelope import Message, from_fields, peek_id, to_fields
+from distil.bus.envelope import Message, blob_ref, from_fields, peek_id, prepare
 from distil.bus.errors import SchemaError
 from distil.bus.schema import Group
 
@@ -181,12 +181,11 @@ class Consumer:
         return out
 
     def _admit(self, raw: list[tuple[str, dict | None, int]]) -> list[Delivery]:
-        candidates: list[Delivery] = []
+        live = []
         for entry_id, fields, attempt in raw:
             if not fields:  # deleted while pending (e.g. trimmed by hand): nothing to deliver
-                self._finish([entry_id])
-                continue
-            if attempt > self.cfg.max_attempts:
+                self._finish([(entry_id, {})])
+            elif attempt > self.cfg.max_attempts:
                 last = self._call("reading the last error", lambda r, e=entry_id: r.hget(self.errors_key, e))
                 self.dead_letter(
                     entry_id,
@@ -196,30 +195,44 @@ class Consumer:
                     f"{last.decode(errors='replace') if last else 'none recorded (consumer crashed?)'}",
                     attempt - 1,
                 )
-                continue
-            try:
-                value = from_fields(fields)
-            except SchemaError as exc:
-                self.dead_letter(entry_id, fields, f"malformed payload: {exc}", attempt)
-                continue
-            candidates.append(Delivery(entry_id, peek_id(fields) or "", attempt, value, fields))
-        if not candidates:
-            return []
-        done_keys = [names.done_key(self.key, d.message_id) for d in candidates]
-        flags = self._call("checking done markers", lambda r: r.mget(done_keys))
-        fresh, seen, dup = [], set(), []
-        for d, flag in zip(candidates, flags, strict=True):
-            if flag is not None or d.message_id in seen:
-                dup.append(d.entry_id)
             else:
-                seen.add(d.message_id)
-                fresh.append(d)
+                live.append((entry_id, fields, attempt))
+        if not live:
+            return []
+        # Drop messages already committed (duplicates) before fetching or decoding anything.
+        ids = [peek_id(f) for _, f, _ in live]
+        keyed = [(i, names.done_key(self.key, mid)) for i, mid in enumerate(ids) if mid]
+        flags = self._call("checking done markers", lambda r: r.mget([k for _, k in keyed])) if keyed else []
+        done = {i for (i, _), flag in zip(keyed, flags, strict=True) if flag is not None}
+        fresh, seen, dup = [], set(), []
+        for i, (entry_id, fields, attempt) in enumerate(live):
+            if i in done or (ids[i] and ids[i] in seen):
+                dup.append((entry_id, fields))
+            else:
+                seen.add(ids[i])
+                fresh.append((entry_id, fields, attempt))
         if dup:
             log.info(
                 "%s: %d duplicate(s) of committed messages on %s acknowledged", self.name, len(dup), self.key
             )
             self._finish(dup)
-        return fresh
+        # Large payloads live in a string beside their entry.
+        refs = [blob_ref(f) for _, f, _ in fresh]
+        wanted = [ref for ref in refs if ref]
+        if wanted:
+            blobs = dict(zip(wanted, self._call("fetching payloads", lambda r: r.mget(wanted)), strict=True))
+            for (_, fields, _), ref in zip(fresh, refs, strict=True):
+                if ref and blobs[ref] is not None:
+                    fields[b"d"] = blobs[ref]
+        out = []
+        for entry_id, fields, attempt in fresh:
+            try:
+                value = from_fields(fields)
+            except SchemaError as exc:
+                self.dead_letter(entry_id, fields, f"malformed payload: {exc}", attempt)
+                continue
+            out.append(Delivery(entry_id, peek_id(fields) or "", attempt, value, fields))
+        return out
 
     # ---------------------------------------------------------------- committing
 
@@ -241,10 +254,9 @@ class Consumer:
                 raise ValueError(
                     f"consumer of {self.key} has no output stream; pass output=... to Bus.consumer"
                 )
-            prepared.append(
-                (d, names.done_key(self.key, d.message_id), to_fields(out) if out is not None else None)
-            )
-        entry_ids = [d.entry_id for d, _, _ in prepared]
+            outgoing = prepare(out, self.out_key, self.cfg.inline_max_bytes) if out is not None else None
+            prepared.append((d, names.done_key(self.key, d.message_id), outgoing))
+        entries = [(d.entry_id, d.fields) for d, _, _ in prepared]
         done_keys = list({k for _, k, _ in prepared})
         ttl = self.cfg.done_ttl_s
 
@@ -256,39 +268,46 @@ class Consumer:
                         flags = dict(zip(done_keys, p.mget(done_keys), strict=True))
                         p.multi()
                         new = 0
-                        for d, key, fields in prepared:
+                        for d, key, outgoing in prepared:
                             if flags.get(key) is not None:
                                 continue
                             flags[key] = b"1"  # a second entry with the same id in this batch
-                            if fields is not None:
-                                p.xadd(self.out_key, fields)
+                            if outgoing is not None:
+                                if outgoing.blob is not None:
+                                    p.set(*outgoing.blob)
+                                p.xadd(self.out_key, outgoing.fields)
                             p.set(key, d.entry_id, ex=ttl)
                             new += 1
-                        self._queue_finish(p, entry_ids)
+                        self._queue_finish(p, entries)
                         p.execute()
                         return new
                     except redis.WatchError:
                         continue  # someone committed one of these ids meanwhile: re-check
 
         where = f" and writing to {self.out_key}" if self.out_key else ""
-        return self._call(f"committing {len(entry_ids)} entries of {self.key}{where}", tx)
+        return self._call(f"committing {len(entries)} entries of {self.key}{where}", tx)
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Commit deliveries that produce no output (a sink, e.g. the learner after a step)."""
         return self.commit_many([(d, None) for d in deliveries])
 
-    def _queue_finish(self, p, entry_ids: list[str]) -> None:
-        p.xack(self.key, self.group, *entry_ids)
-        p.xdel(self.key, *entry_ids)
-        p.hdel(self.errors_key, *entry_ids)
+    def _queue_finish(self, p, entries: list[tuple[str, dict]]) -> None:
+        """Queue the ack of entries: XACK, XDEL, forget their errors, drop their payload strings."""
+        ids = [entry_id for entry_id, _ in entries]
+        p.xack(self.key, self.group, *ids)
+        p.xdel(self.key, *ids)
+        p.hdel(self.errors_key, *ids)
+        blobs = [ref for _, fields in entries if (ref := blob_ref(fields))]
+        if blobs:
+            p.delete(*blobs)
 
-    def _finish(self, entry_ids: list[str]) -> None:
+    def _finish(self, entries: list[tuple[str, dict]]) -> None:
         def run(r: redis.Redis) -> None:
             with r.pipeline(transaction=True) as p:
-                self._queue_finish(p, entry_ids)
+                self._queue_finish(p, entries)
                 p.execute()
 
-        self._call(f"acknowledging {len(entry_ids)} entries of {self.key}", run)
+        self._call(f"acknowledging {len(entries)} entries of {self.key}", run)
 
     # ---------------------------------------------------------------- failures
 
@@ -319,6 +338,11 @@ class Consumer:
             b"group": self.group,
             b"at": repr(time.time()),
         }
+        ref = blob_ref(fields)
+        if ref and b"d" not in fields:  # keep the payload with the letter, not in a string that could leak
+            blob = self._call("fetching a payload to dead-letter", lambda r: r.get(ref))
+            if blob is not None:
+                letter[b"d"] = blob
         for k in (b"k", b"id", b"n", b"d"):
             if k in fields:
                 letter[k] = fields[k]
@@ -326,7 +350,7 @@ class Consumer:
         def run(r: redis.Redis) -> None:
             with r.pipeline(transaction=True) as p:
                 p.xadd(self.dead_key, letter, maxlen=self.cfg.dead_letter_maxlen, approximate=True)
-                self._queue_finish(p, [entry_id])
+                self._queue_finish(p, [(entry_id, fields)])
                 p.execute()
 
         self._call(f"dead-lettering {entry_id} of {self.key}", run)

@@ -1,15 +1,21 @@
 """How a message sits in a stream entry: a few small fields around the protobuf payload.
 
-k  kind: b"group" or b"event"
-id the message's idempotency key (group id or event id)
-n  payload length in bytes (detects truncation in transit)
-d  the payload (encoded Group or LearnerEvent)
+- ``k``: kind, b"group" or b"event";
+- ``id``: the message's idempotency key (group id or event id);
+- ``n``: payload length in bytes (detects truncation in transit);
+- ``d``: the payload (encoded Group or LearnerEvent), when at most ``inline_max_bytes``;
+- ``b``: otherwise the key of a Redis string holding the payload, written in the same
+  transaction as the entry and deleted in the same transaction as its ack (Redis copies
+  large stream entries more than it copies plain strings).
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Literal
 
+from distil.bus import names
 from distil.bus.errors import SchemaError
 from distil.bus.schema import Group, LearnerEvent, decode_event, decode_group, encode_event, encode_group
 
@@ -22,11 +28,35 @@ def message_id(value: Message) -> str:
 
 
 def to_fields(value: Message) -> dict[bytes, bytes]:
+    """The entry fields with the payload inline."""
     if isinstance(value, Group):
         kind, payload = b"group", encode_group(value)
     else:
         kind, payload = b"event", encode_event(value)
     return {b"k": kind, b"id": message_id(value).encode(), b"n": str(len(payload)).encode(), b"d": payload}
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """An entry to XADD and, for a large payload, the (key, payload) string to SET with it."""
+
+    fields: dict[bytes, bytes]
+    blob: tuple[str, bytes] | None
+
+
+def prepare(value: Message, stream_key: str, inline_max_bytes: int) -> Outgoing:
+    fields = to_fields(value)
+    if len(fields[b"d"]) <= inline_max_bytes:
+        return Outgoing(fields, None)
+    key = names.blob_key(stream_key, uuid.uuid4().hex)
+    payload = fields.pop(b"d")
+    fields[b"b"] = key.encode()
+    return Outgoing(fields, (key, payload))
+
+
+def blob_ref(fields: dict[bytes, bytes]) -> str | None:
+    raw = fields.get(b"b")
+    return raw.decode(errors="replace") if raw else None
 
 
 def peek_id(fields: dict[bytes, bytes]) -> str | None:
@@ -41,6 +71,8 @@ def peek_id(fields: dict[bytes, bytes]) -> str | None:
 def from_fields(fields: dict[bytes, bytes]) -> Message:
     """Decode a stream entry; SchemaError says what is wrong with it."""
     missing = [name for name in ("k", "id", "n", "d") if name.encode() not in fields]
+    if missing == ["d"] and b"b" in fields:
+        raise SchemaError(f"payload blob {blob_ref(fields)!r} is missing (deleted by hand or lost)")
     if missing:
         raise SchemaError(f"stream entry lacks field(s) {missing}; it was not written by distil.bus")
     kind, payload = fields[b"k"], fields[b"d"]

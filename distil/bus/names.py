@@ -36,3 +36,8 @@ def done_key(stream: str, message_id: str) -> str:
 def errors_key(stream: str) -> str:
     """Hash entry id -> last handler error, kept until the entry is committed or dead-lettered."""
     return f"{stream}:errors"
+
+
+def blob_key(stream: str, unique: str) -> str:
+    """A large payload stored next to its stream entry (see envelope.py)."""
+    return f"{stream}:blob:{unique}"

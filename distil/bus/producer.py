@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from distil.bus.envelope import Message, to_fields
+from distil.bus.envelope import Message, prepare
 
 if TYPE_CHECKING:
     from distil.bus.client import Bus
@@ -30,14 +30,18 @@ class Producer:
 
     def publish_many(self, values: Sequence[Message]) -> list[str]:
         """Append several messages in one round trip (after one backpressure check)."""
-        entries = [to_fields(v) for v in values]
+        limit = self.bus.config.inline_max_bytes
+        entries = [prepare(v, self.key, limit) for v in values]
         self.bus.wait_for_room(self.key)
 
         def write(r):
-            with r.pipeline(transaction=False) as p:
-                for fields in entries:
-                    p.xadd(self.key, fields)
-                return p.execute()
+            # One transaction: a large payload's string and its entry appear together.
+            with r.pipeline(transaction=True) as p:
+                for e in entries:
+                    if e.blob is not None:
+                        p.set(*e.blob)
+                    p.xadd(self.key, e.fields)
+                return [x for x in p.execute() if isinstance(x, bytes)]
 
         ids = self.bus.call(f"appending {len(entries)} message(s) to {self.key}", write)
         return [i.decode() for i in ids]

@@ -12,6 +12,7 @@ the offending field.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -205,10 +206,10 @@ def _unpack(t: group_pb2.Tensor, where: str) -> np.ndarray:
     if dt is None:
         raise SchemaError(f"{where}: unknown or missing dtype {t.dtype}")
     shape = tuple(t.shape)
-    if any(s < 0 for s in shape):
+    if shape and min(shape) < 0:
         raise SchemaError(f"{where}: negative shape {list(shape)}")
     data = t.data
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize
     if len(data) != expected:
         raise SchemaError(
             f"{where}: {len(data)} bytes of data but shape {list(shape)} of {dt} needs {expected}"

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from distil.bus import Bus, Group, decode_group, encode_group
 from distil.bus._pb import group_pb2
 from distil.bus.envelope import to_fields
@@ -17,6 +19,22 @@ from tests.bus.bus_helpers import make_group, output_ids, wait_until
 from tests.conftest import fast_bus_config
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["inline", "beside"])
+def inline_max_bytes(request) -> int:
+    """Every fault test runs with payloads inline in entries and stored beside them."""
+    return 1 << 20 if request.param == "inline" else 0
+
+
+@pytest.fixture
+def bus(redis_url: str, inline_max_bytes: int):
+    with Bus(fast_bus_config(redis_url, inline_max_bytes=inline_max_bytes)) as b:
+        yield b
+
+
+def payload_strings(bus: Bus, job: str, stream: str = "*") -> set[str]:
+    return {k.decode() for k in bus.redis.scan_iter(match=f"distil:{job}:{stream}:blob:*")}
 
 
 def drain(stage, until, timeout_s: float, handler=lambda g: g) -> list:
@@ -62,6 +80,7 @@ def test_sigkilled_consumer_entries_are_redelivered_and_seen_exactly_once(bus: B
     seen = [d.group.group_id for d in drain_all(sink)]
     assert sorted(seen) == [f"g{i:02d}" for i in range(n)]
     assert bus.redis.xpending(key, "feedback")["pending"] == 0
+    assert payload_strings(bus, job_id) == set()
 
 
 def drain_all(consumer) -> list:
@@ -94,12 +113,14 @@ def _no_errors(threads: list[_Thread]) -> bool:
 
 
 def test_redis_restart_loses_nothing_acknowledged_and_duplicates_nothing(
-    restartable_redis, job_id: str
+    restartable_redis, job_id: str, inline_max_bytes: int
 ) -> None:
     n = 60
     # A small in-flight bound throttles the producer to the pipeline's pace, so it is still
     # publishing when Redis dies; nothing consumes "results", so the sink may fill it.
-    cfg = fast_bus_config(restartable_redis.url, reconnect_timeout_s=30.0, max_in_flight=4)
+    cfg = fast_bus_config(
+        restartable_redis.url, reconnect_timeout_s=30.0, max_in_flight=4, inline_max_bytes=inline_max_bytes
+    )
     sink_cfg = cfg.model_copy(update={"max_in_flight": 2 * n})
     stop = threading.Event()
     published: list[str] = []
@@ -146,6 +167,9 @@ def test_redis_restart_loses_nothing_acknowledged_and_duplicates_nothing(
     assert len(results) == len(set(results)) == n, "a group was lost or processed twice"
     assert set(results) == set(published)
     assert observer.backlog(job_id, "prompts") == 0 and observer.backlog(job_id, "rollouts") == 0
+    # Payload strings exist only for entries still in a stream (here: results, never consumed).
+    results = observer.redis.xrange(observer.stream(job_id, "results"))
+    assert payload_strings(observer, job_id) == {f[b"b"].decode() for _, f in results if b"b" in f}
     for b in (*buses, observer):
         b.close()
 
@@ -173,6 +197,7 @@ def test_poison_entry_is_dead_lettered_after_max_attempts_and_the_rest_flows(bus
     assert calls["g2"] == 3
     assert output_ids(bus, job_id, "feedback") == ["g0", "g1", "g3", "g4", "g5"]
     assert bus.backlog(job_id, "rollouts") == 0  # nothing left blocking the stream
+    assert payload_strings(bus, job_id, "rollouts") == set()
 
     # Entries keep flowing after the dead letter.
     bus.producer(job_id, "rollouts").publish(make_group(job_id, "g6"))
@@ -197,6 +222,8 @@ def test_entry_that_keeps_killing_its_consumer_is_dead_lettered(bus: Bus, job_id
     (letter,) = bus.dead_letters(job_id, "rollouts")
     assert letter.message_id == "killer" and letter.attempts == 3
     assert "gave up after 3 deliveries without a commit" in letter.reason
+    assert decode_group(letter.payload).group_id == "killer"
+    assert payload_strings(bus, job_id, "rollouts") == set()
 
 
 def test_malformed_payloads_are_dead_lettered_with_a_clear_reason(bus: Bus, job_id: str) -> None:
@@ -228,6 +255,12 @@ def test_malformed_payloads_are_dead_lettered_with_a_clear_reason(bus: Bus, job_
         "missing group_id": with_payload(no_group_id, ""),
         "missing envelope fields": {b"d": full},
         "garbage": with_payload(b"\x00\x01 not protobuf \xff", "junk"),
+        "payload string gone": {
+            b"k": b"group",
+            b"id": b"gone",
+            b"n": b"10",
+            b"b": f"{key}:blob:gone".encode(),
+        },
     }
     for fields in bad_entries.values():
         bus.redis.xadd(key, fields)
@@ -240,13 +273,14 @@ def test_malformed_payloads_are_dead_lettered_with_a_clear_reason(bus: Bus, job_
 
     reasons = [letter.reason for letter in bus.dead_letters(job_id, "rollouts")]
     assert len(reasons) == len(bad_entries)
-    wrong, cut, cut2, no_id, no_env, garbage = reasons
+    wrong, cut, cut2, no_id, no_env, garbage, gone = reasons
     assert "schema_version 7 is not supported" in wrong
     assert "payload truncated: 1000 of" in cut
     assert "do not parse" in cut2 and "truncated" in cut2
     assert "group_id is missing" in no_id
     assert "lacks field(s) ['k', 'id', 'n']" in no_env
     assert "do not parse" in garbage
+    assert f"payload blob '{key}:blob:gone' is missing" in gone
     assert all(r.startswith("malformed payload: ") for r in reasons)
     # Bad input is dead-lettered at once (deterministic), never retried in a loop.
     assert [letter.attempts for letter in bus.dead_letters(job_id, "rollouts")] == [1] * len(bad_entries)
