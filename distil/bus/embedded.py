@@ -56,6 +56,7 @@ class EmbeddedRedis:
         self.dir = (self.config.dir or data_dir() / "redis").resolve()
         self.port = self.config.port
         self.process: subprocess.Popen | None = None
+        self.attached = False
         self._atexit = False
 
     @property
@@ -64,13 +65,25 @@ class EmbeddedRedis:
 
     @property
     def running(self) -> bool:
+        """True while the server this object started is alive (False when merely attached)."""
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> str:
-        """Start the server (same port and directory as before if restarted); return its URL."""
+        """Start the server (same port and directory as before if restarted); return its URL.
+
+        If another process already runs an embedded server on this directory, attach to it
+        instead (two servers must never share one AOF); ``attached`` is then True and
+        ``stop`` leaves that server alone.
+        """
         if self.running:
             return self.url
         self.dir.mkdir(parents=True, exist_ok=True)
+        other = self._running_elsewhere()
+        if other is not None:
+            self.port, self.attached = other, True
+            log.info("attached to the embedded Redis already serving %s at %s", self.dir, self.url)
+            return self.url
+        self.attached = False
         if self.port == 0:
             self.port = _free_port(self.config.host)
         args = [
@@ -92,8 +105,28 @@ class EmbeddedRedis:
             atexit.register(self.stop)
             self._atexit = True
         self._wait_ready()
+        (self.dir / "redis.port").write_text(str(self.port))
         log.info("embedded Redis at %s (AOF in %s)", self.url, self.dir)
         return self.url
+
+    def _running_elsewhere(self) -> int | None:
+        """Port of a live server (started by another EmbeddedRedis) whose data dir is ours."""
+        try:
+            port = int((self.dir / "redis.port").read_text())
+        except (OSError, ValueError):
+            return None
+        if self.process is not None and port == self.port:
+            return None  # our own server, stopped or killed: restart it
+        client = redis.Redis(host=self.config.host, port=port, socket_connect_timeout=0.5, socket_timeout=1)
+        try:
+            served = client.config_get("dir").get("dir")
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            return None
+        finally:
+            client.close()
+        if isinstance(served, bytes):
+            served = served.decode()
+        return port if served and Path(served).resolve() == self.dir else None
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s

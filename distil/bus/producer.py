@@ -37,11 +37,14 @@ class Producer:
         def write(r):
             # One transaction: a large payload's string and its entry appear together.
             with r.pipeline(transaction=True) as p:
+                positions = []
                 for e in entries:
                     if e.blob is not None:
                         p.set(*e.blob)
                     p.xadd(self.key, e.fields)
-                return [x for x in p.execute() if isinstance(x, bytes)]
+                    positions.append(len(p) - 1)
+                replies = p.execute()
+                return [replies[i] for i in positions]
 
         ids = self.bus.call(f"appending {len(entries)} message(s) to {self.key}", write)
         return [i.decode() for i in ids]

@@ -188,3 +188,18 @@ def test_slow_handler_keeps_its_entry_claimed(bus: Bus, job_id: str) -> None:
     t.join(10)
     assert stolen == []
     assert output_ids(bus, job_id, "feedback") == ["slow"]
+
+
+def test_second_embedded_server_on_a_directory_attaches_instead_of_sharing_the_aof(tmp_path) -> None:
+    first = EmbeddedRedis(EmbeddedRedisConfig(dir=tmp_path))
+    second = EmbeddedRedis(EmbeddedRedisConfig(dir=tmp_path))
+    with first:
+        with second:
+            assert second.attached and not second.running and second.url == first.url
+        assert first.running  # the attached one did not stop the owner's server
+        r = redis.Redis.from_url(first.url)
+        assert r.ping()
+        r.close()
+    # Once the owner is gone, a new server starts on the same directory.
+    with second:
+        assert second.running and not second.attached
