@@ -17,12 +17,16 @@ class Producer:
     ``publish`` first waits (up to ``backpressure_timeout_s``) while the stream holds
     ``max_in_flight`` or more uncommitted entries. Writes are retried across reconnects;
     a retry can append a duplicate, which consumers drop by message id.
+
+    Each write also reads the stream's length back, so while there is known room the
+    next write needs no separate length check (consumers only ever shorten the stream).
     """
 
     def __init__(self, bus: Bus, job: str, stream: str) -> None:
         self.bus = bus
         self.job = job
         self.key = bus.stream(job, stream)
+        self._room = 0  # entries we may still add without asking Redis
 
     def publish(self, value: Message) -> str:
         """Append one Group or LearnerEvent; returns its entry id."""
@@ -32,7 +36,8 @@ class Producer:
         """Append several messages in one round trip (after one backpressure check)."""
         limit = self.bus.config.inline_max_bytes
         entries = [prepare(v, self.key, limit) for v in values]
-        self.bus.wait_for_room(self.key)
+        if self._room < len(entries):
+            self.bus.wait_for_room(self.key)
 
         def write(r):
             # One transaction: a large payload's string and its entry appear together.
@@ -43,8 +48,10 @@ class Producer:
                         p.set(*e.blob)
                     p.xadd(self.key, e.fields)
                     positions.append(len(p) - 1)
+                p.xlen(self.key)
                 replies = p.execute()
-                return [replies[i] for i in positions]
+                return [replies[i] for i in positions], replies[-1]
 
-        ids = self.bus.call(f"appending {len(entries)} message(s) to {self.key}", write)
+        ids, length = self.bus.call(f"appending {len(entries)} message(s) to {self.key}", write)
+        self._room = self.bus.config.max_in_flight - length
         return [i.decode() for i in ids]
