@@ -203,3 +203,22 @@ def test_second_embedded_server_on_a_directory_attaches_instead_of_sharing_the_a
     # Once the owner is gone, a new server starts on the same directory.
     with second:
         assert second.running and not second.attached
+
+
+def test_invalid_handler_output_is_a_handler_failure_not_a_crash(bus: Bus, job_id: str) -> None:
+    bus.producer(job_id, "rollouts").publish(make_group(job_id, "g"))
+    stage = bus.consumer(job_id, "rollouts", "feedback", output="feedback")
+
+    def handler(g):
+        g.responses[0].logprobs = g.responses[0].logprobs[:3]  # no longer matches token_ids
+        return g
+
+    deadline = time.monotonic() + 20
+    stage.run(handler, stop=lambda: bool(bus.dead_letters(job_id, "rollouts")) or time.monotonic() > deadline)
+    (letter,) = bus.dead_letters(job_id, "rollouts")
+    assert (
+        "handler returned an invalid message" in letter.reason
+        and "16 token ids but 3 log-probs" in letter.reason
+    )
+    assert letter.attempts == bus.config.max_attempts
+    assert bus.backlog(job_id, "feedback") == 0
