@@ -222,3 +222,18 @@ def test_invalid_handler_output_is_a_handler_failure_not_a_crash(bus: Bus, job_i
     )
     assert letter.attempts == bus.config.max_attempts
     assert bus.backlog(job_id, "feedback") == 0
+
+
+def test_consumed_entries_are_trimmed_so_memory_stays_bounded(bus: Bus, job_id: str) -> None:
+    key = bus.stream(job_id, "rollouts")
+    prod = bus.producer(job_id, "rollouts")
+    sink = bus.consumer(job_id, "rollouts", "feedback")
+    sizes = []
+    for round_ in range(3):
+        prod.publish_many([make_group(job_id, f"r{round_}-{i}", t=64) for i in range(200)])
+        assert bus.redis.memory_usage(key) > 100_000
+        while batch := sink.read(count=100, block_s=0.01):
+            sink.ack(batch)
+        sizes.append(bus.redis.memory_usage(key))
+    assert bus.backlog(job_id, "rollouts") == 0
+    assert max(sizes) < 4096, sizes  # an empty stream, not 600 consumed entries
