@@ -55,6 +55,10 @@ def _say(payload):
 random.seed(_REQUEST["seed"])
 _source = _REQUEST["tests"]
 _namespace = {"__name__": "tests"}
+exec(
+    compile(_REQUEST.get("prefix") or "", "<task>", "exec"), _namespace
+)  # the task's code, not the candidate's
+_namespace[_REQUEST["entry_point"]] = _replay
 exec(compile(_source, "<tests>", "exec"), _namespace)
 try:
     _namespace["check"](_replay)

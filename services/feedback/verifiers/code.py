@@ -105,7 +105,9 @@ class CodeVerifier:
         if error is not None:
             outcomes = [TestOutcome(index=i, status="CE", error=error) for i in range(len(tests))]
         else:
-            outcomes = [self.run_test(i, test, program) for i, test in enumerate(tests)]
+            outcomes = [
+                self.run_test(i, test, program, prefix=task.code_prefix) for i, test in enumerate(tests)
+            ]
         passed = sum(o.status == "AC" for o in outcomes)
         success = bool(outcomes) and passed == len(outcomes)
         return Grade(
@@ -128,12 +130,14 @@ class CodeVerifier:
             memory_mb=self.config.memory_mb,
         )
 
-    def run_test(self, index: int, test: StdioTest | CallTest | CheckTest, program: str) -> TestOutcome:
+    def run_test(
+        self, index: int, test: StdioTest | CallTest | CheckTest, program: str, *, prefix: str = ""
+    ) -> TestOutcome:
         if isinstance(test, StdioTest):
             return self._stdio(index, test, program)
         if isinstance(test, CallTest):
             return self._call(index, test, program)
-        return self._check(index, test, program)
+        return self._check(index, test, program, prefix)
 
     def _failed(
         self, index: int, result: ExecResult, shown_input: str, *, harnessed: bool = False
@@ -198,7 +202,7 @@ class CodeVerifier:
             expected="" if ok else _show(test.expected),
         )
 
-    def _check(self, index: int, test: CheckTest, program: str) -> TestOutcome:
+    def _check(self, index: int, test: CheckTest, program: str, prefix: str) -> TestOutcome:
         seed = self.config.check_seed
         stdin, nonce = harness.request(tests=test.code, entry_point=test.entry_point, seed=seed)
         shown = f"check({test.entry_point})"
@@ -210,8 +214,9 @@ class CodeVerifier:
         if record is None or not isinstance(record.get("calls"), list):
             return TestOutcome(**common, status="WA", error="the program exited before the tests finished")
         # The verdict: replay the recorded results through the asserts without the candidate.
+        # The task's own prefix (trusted: e.g. HumanEval helpers the asserts use) is loaded there.
         replay_stdin, replay_nonce = harness.request(
-            tests=test.code, entry_point=test.entry_point, seed=seed, calls=record["calls"]
+            tests=test.code, entry_point=test.entry_point, seed=seed, calls=record["calls"], prefix=prefix
         )
         second = self._run(harness.program("replay"), stdin=replay_stdin)
         verdict = harness.verdict(second.stdout, replay_nonce) if second.ok else None
