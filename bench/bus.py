@@ -57,7 +57,7 @@ def make_group(job: str, gid: str, g: int, t: int, k: int, rng: np.random.Genera
     )
 
 
-def bench_big(bus: Bus, n: int, rng) -> dict:
+def bench_big(bus: Bus, inline_bus: Bus, n: int, rng) -> dict:
     job = f"bench-{uuid.uuid4().hex[:8]}"
     groups = [make_group(job, f"g{i}", 8, 8192, 100, rng) for i in range(2)]
     payload = encode_group(groups[0])
@@ -69,31 +69,34 @@ def bench_big(bus: Bus, n: int, rng) -> dict:
         got = r.get(f"{job}:raw")
         assert len(got) == len(payload)
 
-    prod = bus.producer(job, "scored")
-    cons = bus.consumer(job, "scored", "learner")
+    def through(b: Bus, stream: str):
+        prod = b.producer(job, stream)
+        cons = b.consumer(job, stream, "learner")
 
-    def bus_once(i: int) -> None:
-        g = groups[i % 2]
-        g.group_id = f"g{i}"
-        prod.publish(g)
-        (d,) = cons.read(count=1)
-        assert d.group.responses[7].teacher.top_logprobs.shape == (8192, 100)
-        cons.ack([d])
+        def once(i: int) -> None:
+            g = groups[i % 2]
+            g.group_id = f"{stream}-{i}"
+            prod.publish(g)
+            (d,) = cons.read(count=1)
+            assert d.group.responses[7].teacher.top_logprobs.shape == (8192, 100)
+            cons.ack([d])
 
-    raw_once()  # warm up both paths (allocator, connections)
+        return once
+
+    bus_once = through(bus, "scored")  # payload in a string beside the entry (default)
+    inline_once = through(inline_bus, "scored-inline")  # payload inside the stream entry
+    raw_once()  # warm up every path (allocator, connections)
     bus_once(-1)
-    raw_t, bus_t = [], []
-    for i in range(n):  # interleaved so both see the same machine state
-        t0 = time.perf_counter()
-        raw_once()
-        t1 = time.perf_counter()
-        bus_once(i)
-        t2 = time.perf_counter()
-        raw_t.append(t1 - t0)
-        bus_t.append(t2 - t1)
+    inline_once(-1)
+    times: dict[str, list[float]] = {"raw_s": [], "bus_s": [], "inline_s": []}
+    for i in range(n):  # interleaved so all see the same machine state
+        for name, fn in (("raw_s", lambda i: raw_once()), ("bus_s", bus_once), ("inline_s", inline_once)):
+            t0 = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - t0)
     r.delete(f"{job}:raw")
     bus.delete_job(job)
-    return {"mb": mb, "raw_s": float(np.median(raw_t)), "bus_s": float(np.median(bus_t))}
+    return {"mb": mb, **{k: float(np.median(v)) for k, v in times.items()}}
 
 
 def bench_small(bus: Bus, n: int, rng, batch: int = 64) -> dict:
@@ -161,8 +164,9 @@ def main() -> None:
         server = EmbeddedRedis(EmbeddedRedisConfig(dir=Path(tmp.name)))
         url = server.start()
     try:
-        with Bus(BusConfig(url=url, max_in_flight=100_000)) as bus:
-            big = bench_big(bus, args.big, rng)
+        cfg = BusConfig(url=url, max_in_flight=100_000)
+        with Bus(cfg) as bus, Bus(cfg.model_copy(update={"inline_max_bytes": 1 << 40})) as inline_bus:
+            big = bench_big(bus, inline_bus, args.big, rng)
             small = bench_small(bus, args.small, rng)
     finally:
         if server:
@@ -183,6 +187,11 @@ def main() -> None:
     print(
         f"{'(a) same, ms per group (median of ' + str(args.big) + ')':<58} "
         f"{big['raw_s'] * 1e3:>14.0f} {big['bus_s'] * 1e3:>14.0f}"
+    )
+    inline_mbs = big["mb"] / big["inline_s"]
+    print(
+        f"{'(a) same, payload inside the stream entry  [MB/s]':<58} "
+        f"{raw_mbs:>14.0f} {inline_mbs:>14.0f} {inline_mbs / raw_mbs:>7.2f}"
     )
     print(
         f"{'(b) 8x256 tok, ' + format(small['kb'], '.1f') + ' kB/group, batched 64  [msg/s]':<58} "
