@@ -63,7 +63,12 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
     B = len(samples)
     L = max(s.length for s in samples)
     T = max(max(len(s.response_ids) for s in samples), 1)
-    K = max((s.teacher_topk_ids.shape[-1] for s in samples if s.teacher_topk_ids is not None), default=0)
+    ks = {s.teacher_topk_ids.shape[-1] for s in samples if s.teacher_topk_ids is not None}
+    if len(ks) > 1:
+        raise ValueError(
+            f"samples of one batch carry different teacher top-K sizes {sorted(ks)}; use one K per job"
+        )
+    K = ks.pop() if ks else 0
     input_ids = torch.full((B, L), pad_id, dtype=torch.long)
     attention = torch.zeros(B, L, dtype=torch.long)
     positions = torch.zeros(B, T, dtype=torch.long)
@@ -79,17 +84,17 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
             raise ValueError(
                 "a sample has an empty prompt: the first response token needs a position to predict it"
             )
-        input_ids[b, :P] = torch.as_tensor(s.prompt_ids, dtype=torch.long)
-        input_ids[b, P : P + n] = torch.as_tensor(s.response_ids, dtype=torch.long)
+        input_ids[b, :P] = torch.tensor(s.prompt_ids, dtype=torch.long)
+        input_ids[b, P : P + n] = torch.tensor(s.response_ids, dtype=torch.long)
         attention[b, : P + n] = 1
         positions[b, :n] = torch.arange(P - 1, P + n - 1)
         resp[b, :n] = input_ids[b, P : P + n]
         mask[b, :n] = True
         if s.rollout_logprobs is not None:
-            roll[b, :n] = torch.as_tensor(s.rollout_logprobs, dtype=torch.float32)
+            roll[b, :n] = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
         if s.teacher_topk_ids is not None and s.teacher_mask:
-            t_ids[b, :n] = torch.as_tensor(s.teacher_topk_ids, dtype=torch.long)
-            t_lp[b, :n] = torch.as_tensor(s.teacher_topk_logprobs, dtype=torch.float32)
+            t_ids[b, :n] = torch.tensor(s.teacher_topk_ids, dtype=torch.long)
+            t_lp[b, :n] = torch.tensor(s.teacher_topk_logprobs, dtype=torch.float32)
             t_mask[b] = True
     has_rollout = all(s.rollout_logprobs is not None for s in samples)
     loss_batch = LossBatch(

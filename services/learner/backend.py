@@ -1,0 +1,79 @@
+"""Where training steps run: in this process (``LocalTrainer``), or in a group of Ray
+actors with FSDP2 (``services.learner.workers.TrainerGroup``). The stage drives either
+through the same three calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from distil.losses import ObjectiveConfig
+from services.learner.batching import TrainSample
+from services.learner.checkpoint import CheckpointManager, Progress
+from services.learner.config import TrainConfig
+from services.learner.distributed import Topology, shard_policy
+from services.learner.policy import PolicyLogprobs
+from services.learner.step import Learner
+
+
+class TrainerBackend(Protocol):
+    vocab_size: int
+
+    def step(self, samples: Sequence[TrainSample], rewards: Sequence[float]) -> dict[str, float]: ...
+
+    def save_checkpoint(self, progress: Progress) -> str: ...
+
+    def resume(self) -> Progress | None: ...
+
+
+class LocalTrainer:
+    """One rank of training: the model, the learner and its checkpoints.
+
+    With a ``topology`` of several ranks (inside a worker actor) the policy is sharded
+    with FSDP2; every rank must then make the same calls.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        objective: ObjectiveConfig,
+        train: TrainConfig,
+        checkpoint_dir: Path,
+        keep_last: int = 3,
+        topology: Topology | None = None,
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.topo = topology or Topology()
+        self.checkpoints = CheckpointManager(
+            checkpoint_dir, keep_last=keep_last, tokenizer_dir=Path(model_dir)
+        )
+        self._latest = self.checkpoints.latest()
+        source = self._latest / "model" if self._latest is not None else Path(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        )
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        self.vocab_size = model.config.vocab_size
+        policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
+        if self.topo.distributed:
+            shard_policy(policy)
+        self.learner = Learner(policy, objective, train, pad_id=pad_id, topology=self.topo)
+
+    def resume(self) -> Progress | None:
+        """Restore optimizer/EMA/RNG/progress from the checkpoint the model was loaded from."""
+        if self._latest is None:
+            return None
+        return CheckpointManager.restore(self._latest, self.learner)
+
+    def step(self, samples: Sequence[TrainSample], rewards: Sequence[float]) -> dict[str, float]:
+        return self.learner.step(samples, rewards=rewards)
+
+    def save_checkpoint(self, progress: Progress) -> str:
+        path = self.checkpoints.save(self.learner, progress)
+        return str(path) if path is not None else ""

@@ -1,0 +1,149 @@
+"""The learner stage: scored groups from the bus -> training steps -> events.
+
+Exactly-once training: a group's bus entry is acknowledged only once a checkpoint covers
+the step that trained it. If the learner dies in between, the entries are still pending,
+are claimed again after ``claim_idle_s`` and retrained from that checkpoint — nothing
+accepted is lost and nothing is trained twice into the surviving weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distil.bus import Bus, CheckpointWritten, Delivery, JobFinished, StepDone, is_stale
+from services.learner.backend import TrainerBackend
+from services.learner.checkpoint import Progress
+from services.learner.convert import GroupRejected, group_to_samples
+
+log = logging.getLogger(__name__)
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    groups_per_step: int = Field(default=32, ge=1, description="Question batch size (Tables 3-4).")
+    max_staleness: int = Field(default=1, ge=0, description="Drop groups more versions old than this.")
+    checkpoint_every: int = Field(default=10, ge=1)
+    wait_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for one step's groups.")
+
+
+@dataclass
+class StageCounters:
+    steps: int = 0
+    groups_trained: int = 0
+    dropped_stale: int = 0
+    rejected: int = 0
+    trained_group_ids: list[str] = field(default_factory=list)
+
+
+class LearnerStage:
+    def __init__(
+        self,
+        bus: Bus,
+        job: str,
+        backend: TrainerBackend,
+        config: StageConfig,
+        *,
+        consumer_name: str | None = None,
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+    ):
+        self.bus, self.job, self.backend, self.cfg = bus, job, backend, config
+        self.consumer = bus.consumer(job, "scored", group="learner", name=consumer_name)
+        self.events = bus.producer(job, "events")
+        self.on_step = on_step
+        self.progress = backend.resume() or Progress()
+        self.counters = StageCounters()
+        self.pending: list[Delivery] = []  # trained, not yet covered by a checkpoint
+
+    @property
+    def version(self) -> int:
+        return self.progress.policy_version
+
+    def _collect(self) -> list[tuple[Delivery, list, list[float]]]:
+        want = self.cfg.groups_per_step
+        got: list[tuple[Delivery, list, list[float]]] = []
+        deadline = time.monotonic() + self.cfg.wait_timeout_s
+        while len(got) < want:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"waited {self.cfg.wait_timeout_s:.0f}s for {want} scored groups on "
+                    f"{self.consumer.key} and got {len(got)}; are the rollout, feedback and teacher stages running?"
+                )
+            self.consumer.keepalive(self.pending + [d for d, _, _ in got])
+            for d in self.consumer.read(count=want - len(got)):
+                g = d.group
+                if is_stale(g.policy_version, self.version, self.cfg.max_staleness):
+                    self.consumer.ack([d])  # dropping is final: it will never be trained
+                    self.counters.dropped_stale += 1
+                    continue
+                try:
+                    samples, rewards = group_to_samples(g, self.backend.vocab_size, len(got))
+                except GroupRejected as exc:
+                    self.consumer.dead_letter(d.entry_id, d.fields, str(exc), d.attempt)
+                    self.counters.rejected += 1
+                    continue
+                got.append((d, samples, rewards))
+        return got
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        batch = self._collect()
+        t1 = time.perf_counter()
+        samples = [s for _, ss, _ in batch for s in ss]
+        rewards = [r for _, _, rs in batch for r in rs]
+        metrics = self.backend.step(samples, rewards)
+        self.progress.policy_version += 1
+        self.counters.steps += 1
+        self.counters.groups_trained += len(batch)
+        self.counters.trained_group_ids += [d.group.group_id for d, _, _ in batch]
+        self.pending += [d for d, _, _ in batch]
+        n = len(rewards)
+        metrics |= {
+            "time_wait_data": t1 - t0,
+            "reward_mean": sum(rewards) / n,
+            "success_rate": sum(
+                1.0 for d, _, _ in batch for r in d.group.responses if r.feedback and r.feedback.success
+            )
+            / n,
+            "teacher_signal_frac": sum(1.0 for s in samples if s.teacher_mask) / n,
+            "dropped_stale": float(self.counters.dropped_stale),
+            "rejected_groups": float(self.counters.rejected),
+        }
+        self.events.publish(
+            StepDone(job_id=self.job, step=self.counters.steps, policy_version=self.version, metrics=metrics)
+        )
+        if self.on_step is not None:
+            self.on_step(self.version, metrics)
+        if self.counters.steps % self.cfg.checkpoint_every == 0:
+            self.checkpoint()
+        return metrics
+
+    def checkpoint(self) -> str:
+        """Save, then acknowledge every group the checkpoint now covers."""
+        self.progress.bus_positions["scored_acked_through"] = (
+            self.pending[-1].entry_id if self.pending else ""
+        )
+        path = self.backend.save_checkpoint(self.progress)
+        self.consumer.ack(self.pending)
+        self.pending = []
+        self.events.publish(
+            CheckpointWritten(
+                job_id=self.job, step=self.counters.steps, policy_version=self.version, path=path
+            )
+        )
+        return path
+
+    def run(self, steps: int) -> StageCounters:
+        """Train ``steps`` steps, checkpoint, report the job finished."""
+        path = ""
+        for _ in range(steps):
+            self.step()
+        if self.pending:
+            path = self.checkpoint()
+        self.events.publish(JobFinished(job_id=self.job, step=self.counters.steps, final_checkpoint=path))
+        return self.counters
