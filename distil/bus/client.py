@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -169,6 +170,8 @@ class Bus:
         self.redis.close()
         if self.embedded is not None:
             self.embedded.stop()
+            if os.environ.get("REDIS_URL") == self.url:  # we exported it; it is gone now
+                del os.environ["REDIS_URL"]
 
     def __enter__(self) -> Bus:
         return self

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from distil.bus.config import EmbeddedRedisConfig
 from distil.bus.errors import BusError
@@ -46,6 +48,13 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _probe_client(host: str, port: int) -> redis.Redis:
+    """A client that fails fast (no redis-py retries) for readiness and liveness probes."""
+    return redis.Redis(
+        host=host, port=port, socket_connect_timeout=0.5, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
 
 
 class EmbeddedRedis:
@@ -117,7 +126,7 @@ class EmbeddedRedis:
             return None
         if self.process is not None and port == self.port:
             return None  # our own server, stopped or killed: restart it
-        client = redis.Redis(host=self.config.host, port=port, socket_connect_timeout=0.5, socket_timeout=1)
+        client = _probe_client(self.config.host, port)
         try:
             served = client.config_get("dir").get("dir")
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
@@ -130,9 +139,7 @@ class EmbeddedRedis:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s
-        client = redis.Redis(
-            host=self.config.host, port=self.port, socket_connect_timeout=1, socket_timeout=1
-        )
+        client = _probe_client(self.config.host, self.port)
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -140,11 +141,12 @@ def test_bus_without_url_starts_and_stops_embedded_redis(tmp_path, monkeypatch, 
     with Bus() as bus:
         assert bus.embedded is not None and bus.embedded.running
         assert bus.embedded.dir == tmp_path / "redis"
-        import os
-
         assert os.environ["REDIS_URL"] == bus.url  # children (Ray workers) find the same server
         bus.producer(job_id, "prompts").publish(make_group(job_id, "g", g=0))
     assert not bus.embedded.running
+    assert "REDIS_URL" not in os.environ  # no stale URL left for the next Bus()
+    with Bus() as again:  # same data dir: the stream is still there (AOF)
+        assert again.backlog(job_id, "prompts") == 1
 
 
 def test_config_rejects_inconsistent_settings() -> None:
