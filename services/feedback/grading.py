@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from distil.data import Task
 
@@ -17,6 +20,7 @@ from .sources.protocol import FeedbackSource
 from .verifiers import Grade, Split, Verifiers
 
 FEEDBACK_KINDS = ("environment", "external")  # sources whose text is feedback, not a solution
+_SOURCES = TypeAdapter(list[SourceConfig])
 
 
 class Grader:
@@ -49,7 +53,7 @@ class Grader:
         *,
         split: Split = "public",
         truncated: Sequence[bool] | None = None,
-        sources: Sequence[SourceConfig] | None = None,
+        sources: Sequence[SourceConfig | dict[str, Any]] | None = None,
         job_id: str | None = None,
         group_id: str | None = None,
     ) -> GroupFeedback:
@@ -69,7 +73,9 @@ class Grader:
         ctx = GroupContext(
             task=task, responses=responses, grades=grades, items=items, job_id=job_id, group_id=group_id
         )
-        chosen = self._sources if sources is None else self.build_sources(sources)
+        chosen = (
+            self._sources if sources is None else self.build_sources(_SOURCES.validate_python(list(sources)))
+        )
         try:
             for source in chosen:
                 source.apply(ctx)

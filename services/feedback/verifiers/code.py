@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distil.data import CallTest, CheckTest, StdioTest, Task
 
-from ..feedback_text import FeedbackTextConfig, build_feedback, user_traceback
 from ..sandbox import ExecResult, Sandbox
 from . import harness
 from .compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, outputs_match, values_match
 from .extract import extract_code
+from .feedback_text import FeedbackTextConfig, build_feedback, user_traceback
 from .protocol import Grade, Split, TestOutcome, TestStatus
 
 _STATUS: dict[str, TestStatus] = {

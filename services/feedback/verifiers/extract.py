@@ -6,9 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-_FENCE = re.compile(
-    r"^[ \t]*```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE
-)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n(.*?)```", re.DOTALL)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _PY_TAGS = {"python", "py", "python3", "py3"}
 
 FORMAT_NO_CODE = "no ```python code block"
@@ -26,7 +25,9 @@ def extract_code(
 ) -> Extracted:
     """The ```python block chosen by ``rule`` (untagged blocks count when no tagged one
     exists). A response that hit the length limit, or whose last fence never closes, is
-    reported as cut off when no complete block precedes the cut."""
+    reported as cut off when no complete block precedes the cut. Code inside closed
+    ``<think>`` blocks does not count."""
+    response = _THINK.sub("", response)
     blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(response)]
     python_blocks = [body for tag, body in blocks if tag in _PY_TAGS]
     candidates = python_blocks or [body for tag, body in blocks if tag == ""]

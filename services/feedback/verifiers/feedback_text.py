@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .verifiers.extract import FORMAT_CUT_OFF, FORMAT_NO_CODE
-from .verifiers.protocol import TestOutcome
+from .extract import FORMAT_CUT_OFF, FORMAT_NO_CODE
+from .protocol import TestOutcome
 
 
 class FeedbackTextConfig(BaseModel):
@@ -106,11 +106,11 @@ def _format_text(problem: str) -> str:
 def _wrong_text(outcome: TestOutcome, cfg: FeedbackTextConfig) -> str:
     parts = ["Wrong answer."]
     if outcome.input:
-        parts.append(f"Input:\n{_clip_input(outcome.input, cfg)}")
+        parts.append(f"Input:\n{_clip_input(outcome.input.rstrip(), cfg)}")
     if outcome.output or not outcome.error:
-        parts.append(f"Your output:\n{head_tail(outcome.output, cfg.output_chars)}")
+        parts.append(f"Your output:\n{head_tail(outcome.output.rstrip(), cfg.output_chars)}")
     if outcome.expected:
-        parts.append(f"Expected:\n{head_tail(outcome.expected, cfg.output_chars)}")
+        parts.append(f"Expected:\n{head_tail(outcome.expected.rstrip(), cfg.output_chars)}")
     if outcome.error:
         parts.append(head_tail(outcome.error, cfg.output_chars))
     return "\n".join(parts)

@@ -15,6 +15,8 @@ Split = Literal["public", "private"]
 class TestOutcome(BaseModel):
     """One test of one response. ``expected`` is filled in by the trusted parent only."""
 
+    __test__ = False  # not a pytest class
+
     index: int
     status: TestStatus
     input: str = ""
