@@ -1,0 +1,55 @@
+"""Typed settings of the engine wrapper: how an engine is built and how a request samples."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """One vLLM engine (rollout policy or self-teacher). Same fields on CPU and GPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="Hugging Face directory of the weights (see distil.models.resolve_model)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: int = Field(2048, ge=16)
+    max_num_seqs: int = Field(64, ge=1, description="continuous-batching width")
+    max_logprobs: int = Field(100, ge=1, description="largest top-K a request may ask for")
+    kv_cache_gib: float | None = Field(
+        4.0, gt=0, description="KV cache size in GiB (None: vLLM sizes it from gpu_memory_utilization)"
+    )
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    enforce_eager: bool = Field(False, description="skip graph compilation: fast start, slower steps")
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    enable_thinking: bool = Field(False, description="chat template's thinking switch")
+    overlong_prompt: Literal["error", "truncate_left"] = Field(
+        "error", description="a prompt that leaves no room to generate: refuse it, or cut its start"
+    )
+    weight_chunk_mib: float = Field(256.0, gt=0, description="size of one weight-update message")
+    pause_mode: Literal["wait", "keep", "abort"] = Field(
+        "wait",
+        description="in-flight requests during a weight update: finish on the old weights (wait), "
+        "freeze and resume on the new ones (keep), or abort",
+    )
+    probe_tolerance: float = Field(
+        0.05, gt=0, description="max mean |log-prob difference| between probe and engine after an update"
+    )
+    timeout_s: float = Field(600.0, gt=0, description="limit for one engine call (generate, score, update)")
+
+
+class SamplingConfig(BaseModel):
+    """How responses are sampled. Log-probs are always those of the processed distribution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    max_tokens: int = Field(512, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None

@@ -1,0 +1,376 @@
+"""A thin async wrapper over vLLM's ``AsyncLLM``, shared by the rollout and teacher services.
+
+Three operations, all on token ids:
+
+* :meth:`Engine.generate` — G samples per prompt with the log-prob of each sampled token
+  under the distribution actually sampled from (vLLM ``logprobs_mode="processed_logprobs"``:
+  after temperature / top-p / top-k), finish reason and truncation flag;
+* :meth:`Engine.score_prompt_topk` — top-K next-token ids and log-probs (temperature 1,
+  normalised over the full vocabulary) at every position of a given sequence, via vLLM
+  prompt log-probs;
+* :meth:`Engine.update_weights` — in-place, chunked, versioned weight updates, verified
+  against a probe supplied by the learner.
+
+Build it inside a running event loop (or use :class:`distil.engine.runner.EngineRunner`,
+which owns one) and call :meth:`shutdown` when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from distil.engine.config import EngineConfig, SamplingConfig
+from distil.engine.errors import EngineError, EngineTimeout, ProbeMismatch, PromptTooLong, WeightVersionError
+from distil.engine.types import Probe, Sample, TopK, UpdateResult
+from distil.engine.worker_ext import pack_tensor
+
+log = logging.getLogger(__name__)
+
+WORKER_EXTENSION = "distil.engine.worker_ext.WeightUpdateExtension"
+_FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
+
+Prompt = Sequence[int] | Sequence[Mapping[str, str]]
+
+
+def _engine_args(cfg: EngineConfig):
+    from vllm import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = dict(
+        model=cfg.model,
+        dtype=cfg.dtype,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        max_logprobs=cfg.max_logprobs,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        enforce_eager=cfg.enforce_eager,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        seed=cfg.seed,
+        logprobs_mode="processed_logprobs",
+        worker_extension_cls=WORKER_EXTENSION,
+        disable_log_stats=True,
+    )
+    if cfg.kv_cache_gib is not None:
+        kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
+    return AsyncEngineArgs(**kwargs)
+
+
+class Engine:
+    """One vLLM engine plus the policy version it serves."""
+
+    def __init__(self, config: EngineConfig, *, version: int = 0) -> None:
+        from transformers import AutoTokenizer
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        self.llm = AsyncLLM.from_engine_args(_engine_args(config))
+        self.dtype: torch.dtype = self.llm.model_config.dtype
+        self.vocab_size = int(self.llm.model_config.get_vocab_size())
+        self.tied_embeddings = bool(getattr(self.llm.model_config.hf_config, "tie_word_embeddings", False))
+        self.version = version
+        self.verified = True  # False after a failed or inconsistent update
+        self._update_lock = asyncio.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ prompts
+
+    def prompt_ids(self, prompt: Prompt, *, enable_thinking: bool | None = None) -> list[int]:
+        """Token ids of a prompt: ids as given, or chat messages through the chat template
+        with the generation prompt (thinking off unless configured)."""
+        if len(prompt) and isinstance(prompt[0], Mapping):
+            think = self.config.enable_thinking if enable_thinking is None else enable_thinking
+            ids = self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=True, enable_thinking=think
+            )
+            if isinstance(ids, Mapping):  # BatchEncoding
+                ids = ids["input_ids"]
+            return [int(t) for t in ids]
+        return [int(t) for t in prompt]
+
+    def fit_prompt(self, ids: list[int]) -> list[int]:
+        return fit_prompt(ids, self.config.max_model_len, self.config.overlong_prompt)
+
+    # ------------------------------------------------------------------ generate
+
+    async def generate(
+        self, prompt: Prompt, sampling: SamplingConfig, *, enable_thinking: bool | None = None
+    ) -> list[Sample]:
+        """``sampling.n`` responses to one prompt (token ids or chat messages)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = self.fit_prompt(self.prompt_ids(prompt, enable_thinking=enable_thinking))
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=min(sampling.max_tokens, self.config.max_model_len - len(ids)),
+            stop=list(sampling.stop) or None,
+            seed=sampling.seed,
+            logprobs=0,  # the sampled token's log-prob only
+            flat_logprobs=True,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        version = self.version
+        out = await self._final(
+            self.llm.generate({"prompt_token_ids": ids}, params, f"gen-{uuid.uuid4().hex}"), "generate"
+        )
+        samples = []
+        for c in sorted(out.outputs, key=lambda c: c.index):
+            tok = np.asarray(c.token_ids, dtype=np.int32)
+            lps = c.logprobs
+            if lps is None or len(lps) != len(tok):
+                raise EngineError(
+                    f"vLLM returned {0 if lps is None else len(lps)} log-probs for {len(tok)} tokens"
+                )
+            # FlatLogprobs with logprobs=0: exactly one entry (the sampled token) per position.
+            lp = np.asarray([lps.logprobs[s] for s in lps.start_indices], dtype=np.float32)
+            samples.append(
+                Sample(
+                    token_ids=tok,
+                    logprobs=lp,
+                    finish_reason=_FINISH.get(c.finish_reason or "abort", "abort"),
+                    text=c.text,
+                    policy_version=version,
+                )
+            )
+        return samples
+
+    # ------------------------------------------------------------------ scoring
+
+    async def score_prompt_topk(self, input_ids: Sequence[int], start: int, k: int) -> TopK:
+        """Top-``k`` ids and log-probs of p(. | input_ids[:t]) for t = start .. len-1 (temperature 1).
+
+        Row i describes the distribution of the token at position ``start + i``, so for a
+        teacher context ``start`` is where the student's response begins.
+        """
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = [int(t) for t in input_ids]
+        n = len(ids)
+        if not 1 <= start <= n:
+            raise ValueError(f"start={start} must lie in [1, {n}] for a sequence of {n} tokens")
+        if k < 1 or k > self.config.max_logprobs:
+            raise ValueError(
+                f"k={k} must lie in [1, max_logprobs={self.config.max_logprobs}]; raise max_logprobs"
+            )
+        if n + 1 > self.config.max_model_len:
+            raise PromptTooLong(
+                f"sequence of {n} tokens does not fit the context window {self.config.max_model_len}"
+            )
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=1.0,
+            prompt_logprobs=k,
+            detokenize=False,
+            flat_logprobs=True,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        out = await self._final(
+            self.llm.generate({"prompt_token_ids": ids}, params, f"score-{uuid.uuid4().hex}"), "scoring"
+        )
+        return _topk_from_prompt_logprobs(out.prompt_logprobs, start, n, k)
+
+    async def score_tokens(self, input_ids: Sequence[int]) -> np.ndarray:
+        """log p(input_ids[t] | input_ids[:t]) for t = 1 .. len-1, at temperature 1."""
+        return (await self.score_prompt_topk(input_ids, 1, 1)).token_logprobs
+
+    async def _final(self, stream, what: str):
+        async def drain():
+            last = None
+            async for out in stream:
+                last = out
+            return last
+
+        try:
+            out = await asyncio.wait_for(drain(), self.config.timeout_s)
+        except TimeoutError as exc:
+            raise EngineTimeout(
+                f"{what} did not finish within {self.config.timeout_s:.0f}s (engine.timeout_s); "
+                "the engine may be overloaded or stuck"
+            ) from exc
+        if out is None:
+            raise EngineError(f"{what}: vLLM returned no output")
+        return out
+
+    # ------------------------------------------------------------------ weights
+
+    async def update_weights(
+        self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, probe: Probe | None = None
+    ) -> UpdateResult:
+        """Load new weights (Hugging Face names) in place as policy ``version``, then verify ``probe``.
+
+        Ordered and idempotent per version: repeating the version already loaded and verified
+        is a no-op; an older version is refused. In-flight requests are handled per
+        ``pause_mode``; the prefix cache is cleared. Raises ProbeMismatch naming the
+        learner's and the engine's version when the engine's log-probs on the probe differ
+        from the learner's by more than ``probe_tolerance``.
+        """
+        async with self._update_lock:
+            if version == self.version and self.verified:
+                return UpdateResult(version=version, applied=False)
+            if version < self.version:
+                raise WeightVersionError(
+                    f"weight update to version {version} arrived after version {self.version}; "
+                    "updates must be applied in increasing version order (drop the stale one)"
+                )
+            previous = self.version
+            t0 = time.perf_counter()
+            tensors, chunks = await self._load(named_tensors, version)
+            load_s = time.perf_counter() - t0
+            self.version = version
+            error = None
+            if probe is not None:
+                error = await self._verify(probe, version, previous)
+            self.verified = True
+            return UpdateResult(
+                version=version,
+                applied=True,
+                tensors=tensors,
+                chunks=chunks,
+                load_s=load_s,
+                verify_s=time.perf_counter() - t0 - load_s,
+                probe_error=error,
+            )
+
+    async def _rpc(self, method: str, *args: Any):
+        return await self.llm.collective_rpc(method, timeout=self.config.timeout_s, args=args)
+
+    async def _load(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> tuple[int, int]:
+        limit = int(self.config.weight_chunk_mib * 2**20)
+        await self.llm.pause_generation(mode=self.config.pause_mode, clear_cache=True)
+        self.verified = False
+        tensors = chunks = 0
+        try:
+            await self._rpc("distil_begin_update", version)
+            names: list[str] = []
+            batch: list[tuple[str, list[int], bytes]] = []
+            size = 0
+            for name, tensor in with_tied_head(named_tensors, self.tied_embeddings):
+                t = tensor.detach().to("cpu", self.dtype)
+                names.append(name)
+                batch.append(pack_tensor(t))
+                size += t.numel() * t.element_size()
+                tensors += 1
+                if size >= limit:
+                    await self._rpc("distil_load_chunk", version, names, batch)
+                    chunks += 1
+                    names, batch, size = [], [], 0
+            if names:
+                await self._rpc("distil_load_chunk", version, names, batch)
+                chunks += 1
+            missing = (await self._rpc("distil_finish_update", version))[0]
+            if missing:
+                log.warning(
+                    "weight update %d left %d parameters unchanged: %s", version, len(missing), missing[:8]
+                )
+            await self.llm.reset_prefix_cache()
+        except BaseException as exc:
+            raise EngineError(
+                f"weight update to version {version} failed while loading ({type(exc).__name__}: {exc}); "
+                f"the engine's weights are now inconsistent (it was at version {self.version}): resend the update"
+            ) from exc
+        finally:
+            await self.llm.resume_generation()
+        if tensors == 0:
+            raise EngineError(f"weight update to version {version} carried no tensors")
+        return tensors, chunks
+
+    async def _verify(self, probe: Probe, version: int, previous: int) -> float:
+        got = await self.score_tokens(probe.token_ids)
+        want = np.asarray(probe.expected_logprobs, dtype=np.float32)
+        error = float(np.mean(np.abs(got - want)))
+        if not np.isfinite(error) or error > self.config.probe_tolerance:
+            self.verified = False
+            raise ProbeMismatch(
+                f"probe mismatch after loading policy version {version} (the engine was at version "
+                f"{previous}): mean |log-prob difference| {error:.4f} over {len(want)} tokens exceeds "
+                f"probe_tolerance {self.config.probe_tolerance}. The engine does not run the weights "
+                f"the learner published as version {version}; resend the update (or check that the "
+                "probe was computed with those weights at temperature 1)",
+                expected_version=version,
+                engine_version=previous,
+                error=error,
+            )
+        return error
+
+    # ------------------------------------------------------------------ lifetime
+
+    def shutdown(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.llm.shutdown()
+
+
+def fit_prompt(ids: list[int], max_model_len: int, overlong: str) -> list[int]:
+    """Leave room for at least one generated token: refuse an overlong prompt, or cut its start."""
+    limit = max_model_len - 1
+    if len(ids) <= limit:
+        return ids
+    if overlong == "truncate_left":
+        return ids[len(ids) - limit :]
+    raise PromptTooLong(
+        f"prompt has {len(ids)} tokens but the context window is {max_model_len}; "
+        "shorten it, raise max_model_len, or set overlong_prompt='truncate_left'"
+    )
+
+
+def with_tied_head(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], tied: bool
+) -> Iterable[tuple[str, torch.Tensor]]:
+    """Also send ``lm_head.weight`` when embeddings are tied and only the embedding came.
+
+    A module's ``named_parameters()`` lists a tied weight once (as the embedding), but
+    vLLM keeps the output head's own processed copy (pre-packed on CPU), which would
+    otherwise keep serving the old weights.
+    """
+    saw_head = False
+    embedding = None
+    for name, tensor in named_tensors:
+        if name == "lm_head.weight":
+            saw_head = True
+        elif name == "model.embed_tokens.weight":
+            embedding = tensor
+        yield name, tensor
+    if tied and embedding is not None and not saw_head:
+        yield "lm_head.weight", embedding
+
+
+def _topk_from_prompt_logprobs(plp, start: int, n: int, k: int) -> TopK:
+    """Rows start..n-1 of vLLM's flat prompt log-probs -> [T, k] arrays.
+
+    Each position holds the actual token first (with its rank), then the top-k by rank.
+    """
+    rows = n - start
+    ids = np.zeros((rows, k), dtype=np.int32)
+    lps = np.full((rows, k), -np.inf, dtype=np.float32)
+    tok = np.zeros(rows, dtype=np.float32)
+    if plp is None or len(plp) != n:
+        raise EngineError(
+            f"vLLM returned prompt log-probs for {0 if plp is None else len(plp)} of {n} positions"
+        )
+    flat_ids, flat_lp, ranks = plp.token_ids, plp.logprobs, plp.ranks
+    for r in range(rows):
+        pos = start + r
+        a, b = plp.start_indices[pos], plp.end_indices[pos]
+        tok[r] = flat_lp[a]
+        j = 0
+        for e in range(a + 1, b):
+            if j < k and ranks[e] is not None and ranks[e] == j + 1:
+                ids[r, j] = flat_ids[e]
+                lps[r, j] = flat_lp[e]
+                j += 1
+        if j != k:
+            raise EngineError(f"vLLM returned {j} of the top-{k} log-probs at position {pos}")
+    return TopK(ids=ids, logprobs=lps, token_logprobs=tok)

@@ -1,0 +1,25 @@
+"""Reference computations with transformers (fp32) for checking vLLM engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def hf_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+@torch.no_grad()
+def hf_logprobs(model, ids: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """[len-1, V] log-probs of the next token at every position, at ``temperature``."""
+    logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    return torch.log_softmax(logits / temperature, dim=-1)
+
+
+def token_logprobs(model, ids: list[int]) -> list[float]:
+    lp = hf_logprobs(model, ids)
+    return lp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
