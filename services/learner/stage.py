@@ -19,6 +19,7 @@ from distil.bus import Bus, CheckpointWritten, Delivery, JobFinished, StepDone, 
 from services.learner.backend import TrainerBackend
 from services.learner.checkpoint import Progress
 from services.learner.convert import GroupRejected, group_to_samples
+from services.learner.workers import WorkerGroupRestarted
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class StageCounters:
     groups_trained: int = 0
     dropped_stale: int = 0
     rejected: int = 0
+    worker_restarts: int = 0
     trained_group_ids: list[str] = field(default_factory=list)
 
 
@@ -58,7 +60,12 @@ class LearnerStage:
         self.on_step = on_step
         self.progress = backend.resume() or Progress()
         self.counters = StageCounters()
-        self.pending: list[Delivery] = []  # trained, not yet covered by a checkpoint
+        # Steps trained since the last checkpoint, with their deliveries (not acknowledged yet).
+        self.pending_steps: list[list[tuple[Delivery, list, list[float]]]] = []
+
+    @property
+    def pending(self) -> list[Delivery]:
+        return [d for step in self.pending_steps for d, _, _ in step]
 
     @property
     def version(self) -> int:
@@ -96,12 +103,12 @@ class LearnerStage:
         t1 = time.perf_counter()
         samples = [s for _, ss, _ in batch for s in ss]
         rewards = [r for _, _, rs in batch for r in rs]
-        metrics = self.backend.step(samples, rewards)
+        metrics = self._train(samples, rewards)
+        self.pending_steps.append(batch)
         self.progress.policy_version += 1
         self.counters.steps += 1
         self.counters.groups_trained += len(batch)
         self.counters.trained_group_ids += [d.group.group_id for d, _, _ in batch]
-        self.pending += [d for d, _, _ in batch]
         n = len(rewards)
         metrics |= {
             "time_wait_data": t1 - t0,
@@ -123,14 +130,39 @@ class LearnerStage:
             self.checkpoint()
         return metrics
 
+    def _retrying(self, action: Callable[[], object]):
+        """Run ``action``; if the workers were restarted from the last checkpoint meanwhile,
+        retrain the steps since then (same groups, same order) and run it again."""
+        replay = False
+        while True:
+            try:
+                if replay:
+                    for batch in self.pending_steps:
+                        self.backend.step(
+                            [s for _, ss, _ in batch for s in ss], [r for _, _, rs in batch for r in rs]
+                        )
+                        self.progress.policy_version += 1
+                    replay = False
+                return action()
+            except WorkerGroupRestarted as restarted:
+                self.counters.worker_restarts += 1
+                self.progress = restarted.progress or Progress()
+                replay = True
+
+    def _train(self, samples: list, rewards: list[float]) -> dict[str, float]:
+        return self._retrying(lambda: self.backend.step(samples, rewards))
+
     def checkpoint(self) -> str:
         """Save, then acknowledge every group the checkpoint now covers."""
-        self.progress.bus_positions["scored_acked_through"] = (
-            self.pending[-1].entry_id if self.pending else ""
-        )
-        path = self.backend.save_checkpoint(self.progress)
+
+        def save() -> str:
+            last = self.pending[-1].entry_id if self.pending else ""
+            self.progress.bus_positions["scored_acked_through"] = last
+            return self.backend.save_checkpoint(self.progress)
+
+        path = self._retrying(save)
         self.consumer.ack(self.pending)
-        self.pending = []
+        self.pending_steps = []
         self.events.publish(
             CheckpointWritten(
                 job_id=self.job, step=self.counters.steps, policy_version=self.version, path=path
