@@ -137,18 +137,33 @@ def test_redis_restart_loses_nothing_acknowledged_and_duplicates_nothing(
     def stage() -> None:  # prompts -> rollouts
         stage_bus.consumer(job_id, "prompts", "rollout", output="rollouts").run(lambda g: g, stop=stop)
 
+    sink_calls = []
+    held, restarted = threading.Event(), threading.Event()
+
+    def sink_handler(g: Group) -> Group:
+        sink_calls.append(g.group_id)
+        if len(sink_calls) == 16:  # hold the pipeline mid-handler until Redis has been restarted
+            held.set()
+            assert restarted.wait(60), "Redis was not restarted"
+        return g
+
     def sink() -> None:  # rollouts -> results: the downstream effect, committed atomically with the ack
-        sink_bus.consumer(job_id, "rollouts", "learner", output="results").run(lambda g: g, stop=stop)
+        sink_bus.consumer(job_id, "rollouts", "learner", output="results").run(sink_handler, stop=stop)
 
     threads = [_Thread(produce, "producer"), _Thread(stage, "stage"), _Thread(sink, "sink")]
     for t in threads:
         t.start()
     observer = Bus(sink_cfg)
     try:
-        wait_until(lambda: observer.backlog(job_id, "results") >= 15, 60, "15 groups through the pipeline")
-        assert threads[0].is_alive(), "the producer finished before the restart; the test proves nothing"
+        wait_until(held.is_set, 60, "15 groups through the pipeline and the 16th in the sink's handler")
+        # Backpressure now holds the producer mid-run (prompts and rollouts are full).
+        wait_until(
+            lambda: observer.backlog(job_id, "prompts") >= 4, 30, "the producer to block on backpressure"
+        )
+        assert threads[0].is_alive() and observer.backlog(job_id, "results") == 15
         restartable_redis.kill()  # SIGKILL: no chance to flush anything beyond the fsynced AOF
         restartable_redis.start()  # same port, same AOF
+        restarted.set()
         wait_until(
             lambda: (
                 _no_errors(threads) and observer.backlog(job_id, "results") >= n and not threads[0].is_alive()
