@@ -163,11 +163,13 @@ def test_bad_names_are_refused(bus: Bus) -> None:
         bus.stream("job with spaces", "prompts")
 
 
-def test_slow_handler_keeps_its_entry_claimed(bus: Bus, job_id: str) -> None:
+def test_slow_handler_keeps_its_entry_claimed(redis_url: str, job_id: str) -> None:
     """run() heartbeats the entries it works on, so a handler slower than claim_idle_s is not
     mistaken for a dead consumer and its entry is not handed to another one."""
     import threading
 
+    # Heartbeats every 0.2 s; only a stall of 0.4 s on this (shared) box could let a claim in.
+    bus = Bus(fast_bus_config(redis_url, claim_idle_s=0.6))
     bus.producer(job_id, "rollouts").publish(make_group(job_id, "slow"))
     worker = bus.consumer(job_id, "rollouts", "feedback", name="worker", output="feedback")
     other = bus.consumer(job_id, "rollouts", "feedback", name="other", output="feedback")
@@ -182,7 +184,7 @@ def test_slow_handler_keeps_its_entry_claimed(bus: Bus, job_id: str) -> None:
     t.start()
     assert started.wait(10)
     stolen = []
-    idle_periods = 4  # keep trying to claim for several claim_idle_s periods
+    idle_periods = 3  # keep trying to claim for several claim_idle_s periods
     deadline = time.monotonic() + idle_periods * bus.config.claim_idle_s
     while time.monotonic() < deadline:
         stolen += other.read(block_s=0.05)
@@ -190,6 +192,7 @@ def test_slow_handler_keeps_its_entry_claimed(bus: Bus, job_id: str) -> None:
     t.join(10)
     assert stolen == []
     assert output_ids(bus, job_id, "feedback") == ["slow"]
+    bus.close()
 
 
 def test_second_embedded_server_on_a_directory_attaches_instead_of_sharing_the_aof(tmp_path) -> None:
