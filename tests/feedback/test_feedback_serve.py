@@ -15,6 +15,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_serve_deployment_executes_and_grades():
     ray = pytest.importorskip("ray")
     from ray import serve
