@@ -14,9 +14,13 @@ from distil.losses import ObjectiveConfig
 from services.learner.batching import TrainSample
 from services.learner.checkpoint import CheckpointManager, Progress
 from services.learner.config import TrainConfig
-from services.learner.distributed import Topology, shard_policy
+from services.learner.distributed import Topology, full_state_dict, shard_policy
 from services.learner.policy import PolicyLogprobs
+from services.learner.publish import WeightTransport, WeightUpdate, make_probe
 from services.learner.step import Learner
+
+# A short fixed text whose log-probs every receiver checks after loading new weights.
+PROBE_TEXT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))"
 
 
 class TrainerBackend(Protocol):
@@ -27,6 +31,8 @@ class TrainerBackend(Protocol):
     def save_checkpoint(self, progress: Progress) -> str: ...
 
     def resume(self) -> Progress | None: ...
+
+    def publish(self, version: int) -> list: ...
 
 
 class LocalTrainer:
@@ -44,10 +50,13 @@ class LocalTrainer:
         checkpoint_dir: Path,
         keep_last: int = 3,
         topology: Topology | None = None,
+        transport: WeightTransport | None = None,
+        probe_text: str = PROBE_TEXT,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.topo = topology or Topology()
+        self.transport = transport
         self.checkpoints = CheckpointManager(
             checkpoint_dir, keep_last=keep_last, tokenizer_dir=Path(model_dir)
         )
@@ -60,6 +69,7 @@ class LocalTrainer:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         self.vocab_size = model.config.vocab_size
+        self.probe_ids = tokenizer.encode(probe_text, add_special_tokens=False)
         policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
         if self.topo.distributed:
             shard_policy(policy)
@@ -73,6 +83,24 @@ class LocalTrainer:
 
     def step(self, samples: Sequence[TrainSample], rewards: Sequence[float]) -> dict[str, float]:
         return self.learner.step(samples, rewards=rewards)
+
+    def publish(self, version: int) -> list:
+        """Send the student's weights (rollout) and the EMA teacher's (teacher) as ``version``,
+        each with its probe. A collective under FSDP2; rank 0 sends."""
+        if self.transport is None:
+            return []
+        model = self.learner.policy.model
+        student = full_state_dict(model)
+        teacher = self.learner.ema.full_state_dict()
+        if self.topo.rank != 0:
+            return []
+        results = self.transport.send(
+            WeightUpdate("student", version, student, make_probe(model, self.probe_ids))
+        )
+        results += self.transport.send(
+            WeightUpdate("teacher", version, teacher, make_probe(model, self.probe_ids, teacher))
+        )
+        return results
 
     def save_checkpoint(self, progress: Progress) -> str:
         path = self.checkpoints.save(self.learner, progress)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distil.bus import Bus, CheckpointWritten, Delivery, JobFinished, StepDone, is_stale
+from distil.bus import Bus, CheckpointWritten, Delivery, JobFinished, StepDone, WeightsUpdated, is_stale
 from services.learner.backend import TrainerBackend
 from services.learner.checkpoint import Progress
 from services.learner.convert import GroupRejected, group_to_samples
@@ -30,6 +30,7 @@ class StageConfig(BaseModel):
     groups_per_step: int = Field(default=32, ge=1, description="Question batch size (Tables 3-4).")
     max_staleness: int = Field(default=1, ge=0, description="Drop groups more versions old than this.")
     checkpoint_every: int = Field(default=10, ge=1)
+    publish_every: int = Field(default=1, ge=1, description="Send weights to the engines every k steps.")
     wait_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for one step's groups.")
 
 
@@ -121,6 +122,14 @@ class LearnerStage:
             "dropped_stale": float(self.counters.dropped_stale),
             "rejected_groups": float(self.counters.rejected),
         }
+        if self.counters.steps % self.cfg.publish_every == 0:
+            t2 = time.perf_counter()
+            version = self.version
+            self._retrying(lambda: self.backend.publish(version))
+            metrics["time_weight_push"] = time.perf_counter() - t2
+            self.events.publish(
+                WeightsUpdated(job_id=self.job, policy_version=version, step=self.counters.steps)
+            )
         self.events.publish(
             StepDone(job_id=self.job, step=self.counters.steps, policy_version=self.version, metrics=metrics)
         )

@@ -52,6 +52,9 @@ class TrainWorker:
     def save_checkpoint(self, progress: Progress) -> str:
         return self.trainer.save_checkpoint(progress)
 
+    def publish(self, version: int) -> list:
+        return self.trainer.publish(version)
+
     def pid(self) -> int:
         import os
 
@@ -72,6 +75,7 @@ class TrainerGroup:
         train: TrainConfig,
         checkpoint_dir: Path,
         *,
+        transport=None,
         world_size: int = 1,
         keep_last: int = 3,
         cpus_per_worker: float = 1.0,
@@ -84,6 +88,7 @@ class TrainerGroup:
             train=train,
             checkpoint_dir=Path(checkpoint_dir),
             keep_last=keep_last,
+            transport=transport,
         )
         self.world_size, self.timeout_s = world_size, timeout_s
         self.options = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker}
@@ -131,5 +136,11 @@ class TrainerGroup:
     def save_checkpoint(self, progress: Progress) -> str:
         try:
             return self._all("writing a checkpoint", lambda w: w.save_checkpoint.remote(progress))[0]
+        except RayActorError as exc:
+            raise self._restart(exc) from exc
+
+    def publish(self, version: int) -> list:
+        try:
+            return self._all("publishing weights", lambda w: w.publish.remote(version))[0]
         except RayActorError as exc:
             raise self._restart(exc) from exc

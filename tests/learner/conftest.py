@@ -1,1 +1,18 @@
-from tests.models.conftest import smollm2_dir, tiny_model_dir  # noqa: F401  (shared session fixtures)
+import pytest
+
+from tests.engine.conftest import vllm_tiny_dir  # noqa: F401  (shared session fixtures)
+from tests.models.conftest import smollm2_dir, tiny_model_dir  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}},
+    )
+    yield
+    ray.shutdown()

@@ -82,7 +82,7 @@ def test_stage_trains_drops_stale_and_dead_letters_bad_groups(bus, job_id, tiny_
     # the second step checkpointed: everything trained is acknowledged, the stream is empty
     assert bus.backlog(job_id, "scored") == 0
     kinds = [type(e).__name__ for e in events(bus, job_id)]
-    assert kinds == ["StepDone", "StepDone", "CheckpointWritten"]
+    assert kinds == ["WeightsUpdated", "StepDone", "WeightsUpdated", "StepDone", "CheckpointWritten"]
     ckpt = events(bus, job_id)[-1]
     assert ckpt.policy_version == 2 and (tmp_path / "step-00000002" / "model" / "model.safetensors").is_file()
 

@@ -1,0 +1,89 @@
+"""Weight publishing: after a step, the student's weights go to the rollout engines and the
+EMA teacher's to the teacher engines, each with a version and a probe the receiver checks.
+
+The transport is pluggable (one ABC, one class per transport): the first moves tensors
+through Ray's object store; an NCCL broadcast for large models can be added without
+touching the step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from distil.engine.types import Probe
+
+Target = Literal["student", "teacher"]
+
+
+@dataclass
+class WeightUpdate:
+    target: Target
+    version: int
+    tensors: dict[str, torch.Tensor]  # Hugging Face parameter names, full (unsharded) tensors
+    probe: Probe
+
+
+def make_probe(
+    model: torch.nn.Module, token_ids: Sequence[int], params: Mapping[str, torch.Tensor] | None = None
+) -> Probe:
+    """The model's per-token log-probs on ``token_ids`` at temperature 1 (with ``params``
+    substituted for its parameters, e.g. the EMA teacher's), as a ``Probe``."""
+    ids = torch.tensor([list(token_ids)], dtype=torch.long)
+    with torch.no_grad():
+        if params is None:
+            logits = model(input_ids=ids).logits
+        else:
+            logits = torch.func.functional_call(
+                model, dict(params), args=(), kwargs={"input_ids": ids}
+            ).logits
+        logp = torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
+    return Probe(token_ids=tuple(int(t) for t in token_ids), expected_logprobs=tuple(float(x) for x in logp))
+
+
+class WeightPublishError(RuntimeError):
+    """A receiver refused or failed a weight update (e.g. its probe check failed)."""
+
+
+class WeightTransport(ABC):
+    """Delivers a ``WeightUpdate`` to every receiver of its target and waits for their results."""
+
+    @abstractmethod
+    def send(self, update: WeightUpdate) -> list[Any]:
+        """Return one result per receiver; raise if any receiver failed (naming it)."""
+
+
+class RayObjectStoreTransport(WeightTransport):
+    """Puts the tensors in Ray's object store once; each receiver (a Ray actor or Serve
+    handle with ``update_weights(tensors, version, probe)``) reads them from there."""
+
+    def __init__(self, receivers: Mapping[Target, Sequence[Any]], timeout_s: float = 600.0):
+        self.receivers = {k: list(v) for k, v in receivers.items()}
+        self.timeout_s = timeout_s
+
+    def send(self, update: WeightUpdate) -> list[Any]:
+        import ray
+
+        handles = self.receivers.get(update.target, [])
+        if not handles:
+            return []
+        ref = ray.put({k: v.detach().cpu() for k, v in update.tensors.items()})
+        calls = [h.update_weights.remote(ref, update.version, update.probe) for h in handles]
+        results = []
+        for i, call in enumerate(calls):
+            try:
+                results.append(ray.get(call, timeout=self.timeout_s))
+            except ray.exceptions.GetTimeoutError as exc:
+                raise TimeoutError(
+                    f"{update.target} weights version {update.version}: receiver {i} of {len(handles)} did not "
+                    f"confirm within {self.timeout_s:.0f}s"
+                ) from exc
+            except Exception as exc:  # the receiver's own error, whatever Ray wrapped it in
+                raise WeightPublishError(
+                    f"{update.target} weights version {update.version}: receiver {i} of {len(handles)} failed: {exc}"
+                ) from exc
+        return results
