@@ -79,6 +79,25 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int, depth: int = 0) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (children it reaped
+    included), read from /proc; used for runs we kill, which are never reaped normally."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        total = sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            children = [int(c) for c in f.read().split()]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if depth < 8:
+        total += sum(tree_cpu_s(c, depth + 1) for c in children[:64])
+    return total
+
+
 def _streams_open(sel: selectors.BaseSelector) -> bool:
     return any(key.data in ("stdout", "stderr") for key in sel.get_map().values())
 
@@ -211,7 +230,9 @@ def launch(
             if killed == "output":
                 break
         lingering = _streams_open(sel)  # pipes held open by something that outlived the child
+        killed_cpu_s = 0.0
         if killed or not exited or lingering:
+            killed_cpu_s = tree_cpu_s(_child_pid(info) or proc.pid)
             _kill_sandbox(proc.pid, pidfd, _child_pid(info))
             on_kill()
     finally:
@@ -229,7 +250,7 @@ def launch(
             cpu_s += reap(child)
     return RawRun(
         wait_status=status,
-        cpu_s=cpu_s,
+        cpu_s=max(cpu_s, killed_cpu_s),
         wall_s=time.monotonic() - started,
         stdout=bytes(bufs["stdout"]),
         stderr=bytes(bufs["stderr"]),
