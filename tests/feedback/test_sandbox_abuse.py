@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from .conftest import BWRAP_UID_BASE, PROCESS_UID_BASE, wait_no_processes
+from .conftest import wait_no_processes
 
 
 def run(sb, program: str, **kw):
@@ -17,7 +17,7 @@ def run(sb, program: str, **kw):
 
 
 def uid_base(sb) -> int:
-    return BWRAP_UID_BASE if sb.isolation.level == "namespaces" else PROCESS_UID_BASE
+    return sb.slots.uid_base if sb.slots.uid_base is not None else -1
 
 
 # -- time --------------------------------------------------------------------------------

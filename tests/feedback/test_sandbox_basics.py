@@ -17,7 +17,7 @@ import pytest
 from services.feedback.sandbox import SandboxConfig, SandboxUnavailable, make_sandbox
 from services.feedback.sandbox.seccomp import build_filter
 
-from .conftest import BWRAP_UID_BASE, processes_of, wait_no_processes
+from .conftest import processes_of, wait_no_processes
 
 
 def test_ok_run_reports_everything(any_sandbox):
@@ -51,7 +51,7 @@ def test_programs_run_as_the_slot_uid(sandbox):
     r = sandbox.run("import os; print(os.getuid(), os.getgid(), os.getgroups())")
     uid, gid, groups = r.stdout.split(" ", 2)
     if os.geteuid() == 0:
-        assert BWRAP_UID_BASE <= int(uid) < BWRAP_UID_BASE + 4 and uid == gid
+        assert sandbox.slots.uid_base <= int(uid) < sandbox.slots.uid_base + 4 and uid == gid
     assert groups.strip() == "[]"
 
 
@@ -72,6 +72,19 @@ def test_require_isolation_refuses_to_degrade(monkeypatch):
         make_sandbox(SandboxConfig(require_isolation=True, slots=1, uid_base=63900))
     fallback = make_sandbox(SandboxConfig(slots=1, uid_base=63900))
     assert fallback.isolation.level == "process"
+
+
+def test_uid_ranges_are_not_shared():
+    a = make_sandbox(SandboxConfig(backend="process", slots=2, uid_base=63950))
+    b = make_sandbox(SandboxConfig(backend="process", slots=2, uid_base=63950))
+    if os.geteuid() == 0:
+        assert a.slots.uid_base == 63950 and b.slots.uid_base == 63952
+    a.close()
+    c = make_sandbox(SandboxConfig(backend="process", slots=2, uid_base=63950))
+    if os.geteuid() == 0:
+        assert c.slots.uid_base == 63950
+    b.close()
+    c.close()
 
 
 def test_seccomp_filter_is_well_formed():
@@ -132,7 +145,7 @@ def test_no_leftovers_after_1000_runs(sandbox):
     elapsed = time.monotonic() - start
     statuses = {r.status for r in results}
     assert statuses <= {"ok", "runtime_error"}, statuses
-    assert not wait_no_processes(BWRAP_UID_BASE), processes_of(BWRAP_UID_BASE)
+    assert not wait_no_processes(sandbox.slots.uid_base), processes_of(sandbox.slots.uid_base)
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
     assert Path("/proc/self/mounts").read_text() == mounts_before
     assert set(glob.glob("/tmp/distil-sandbox-*")) == tmp_before

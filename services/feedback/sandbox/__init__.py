@@ -37,6 +37,7 @@ def make_sandbox(config: SandboxConfig | None = None) -> Sandbox:
             if probe.ok and probe.stdout.strip() == "ok":
                 return sandbox
             reason = f"{probe.status}: {probe.detail or probe.stderr.strip()[:300]}"
+            sandbox.close()
         except SandboxUnavailable as exc:
             reason = str(exc)
         if config.backend == "bwrap" or config.require_isolation:

@@ -148,8 +148,9 @@ class BaseSandbox(ABC):
         """Run a trivial program; a backend that cannot is unusable on this host."""
         return self.run("import sys\nprint('ok')\n", timeout_s=20)
 
-    def close(self) -> None:  # noqa: B027 - nothing to release by default
-        """Release backend resources (none by default: slots hold no OS resources)."""
+    def close(self) -> None:
+        """Give back the slot uid range."""
+        self.slots.close()
 
 
 def subprocess_error() -> type[Exception]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,13 +22,39 @@ class Slot:
     uid: int | None  # None: programs run as the service's own uid (not root)
 
 
+RANGE_ATTEMPTS = 32
+
+
+def _claim_uid_range(uid_base: int, slots: int) -> tuple[int, socket.socket]:
+    """Reserve ``slots`` uids for this process. Two sandboxes sharing uids would count each
+    other's processes against RLIMIT_NPROC and kill each other's runs in a sweep, so each
+    range is held through an abstract unix socket (released when the process exits, no
+    files); a taken range moves on to the next one."""
+    for attempt in range(RANGE_ATTEMPTS):
+        base = uid_base + attempt * slots
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            lock.bind(f"\0distil-sandbox-uids-{base}-{slots}")
+        except OSError:
+            lock.close()
+            continue
+        return base, lock
+    raise SandboxUnavailable(
+        f"uid ranges from {uid_base} ({RANGE_ATTEMPTS} x {slots}) are all held by other sandboxes; set uid_base"
+    )
+
+
 class SlotPool:
     def __init__(self, slots: int, uid_base: int, wait_s: float) -> None:
         self.drop_uid = os.geteuid() == 0
         self._wait_s = wait_s
+        self._lock: socket.socket | None = None
+        self.uid_base: int | None = None
+        if self.drop_uid:
+            self.uid_base, self._lock = _claim_uid_range(uid_base, slots)
         self._free: queue.SimpleQueue[Slot] = queue.SimpleQueue()
         for i in range(slots):
-            self._free.put(Slot(i, uid_base + i if self.drop_uid else None))
+            self._free.put(Slot(i, self.uid_base + i if self.uid_base is not None else None))
         self._kill = shutil.which("kill") or "/bin/kill"
 
     @contextmanager
@@ -40,6 +67,12 @@ class SlotPool:
             yield slot
         finally:
             self._free.put(slot)
+
+    def close(self) -> None:
+        """Give the uid range back (also happens when the process exits)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def sweep(self, slot: Slot) -> None:
         """Kill every process of the slot's uid (a daemon that escaped its process group).
