@@ -15,6 +15,7 @@ from services.learner.batching import TrainSample
 from services.learner.checkpoint import CheckpointManager, Progress
 from services.learner.config import TrainConfig
 from services.learner.distributed import Topology, full_state_dict, shard_policy
+from services.learner.lora import apply_lora, effective_weights, lora_layers
 from services.learner.policy import PolicyLogprobs
 from services.learner.publish import WeightTransport, WeightUpdate, make_probe
 from services.learner.step import Learner
@@ -61,13 +62,28 @@ class LocalTrainer:
             checkpoint_dir, keep_last=keep_last, tokenizer_dir=Path(model_dir)
         )
         self._latest = self.checkpoints.latest()
-        source = self._latest / "model" if self._latest is not None else Path(model_dir)
+        # Full fine-tuning resumes from the checkpoint's model; LoRA from the base plus the adapters.
+        lora = train.lora
+        source = self._latest / "model" if self._latest is not None and lora is None else Path(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         )
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        if lora is not None:
+            if self.topo.distributed:
+                raise ValueError(
+                    "LoRA runs on one training rank for now; set world_size=1 or use full fine-tuning"
+                )
+            _, model = apply_lora(model, lora)
+            if self._latest is not None:
+                adapters = torch.load(self._latest / "adapter.pt", weights_only=True)
+                result = model.load_state_dict(adapters, strict=False)
+                if result.unexpected_keys:
+                    raise ValueError(
+                        f"checkpoint adapters do not fit this LoRA config: {result.unexpected_keys[:3]}"
+                    )
         self.vocab_size = model.config.vocab_size
         self.probe_ids = tokenizer.encode(probe_text, add_special_tokens=False)
         policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
@@ -90,8 +106,9 @@ class LocalTrainer:
         if self.transport is None:
             return []
         model = self.learner.policy.model
-        student = full_state_dict(model)
-        teacher = self.learner.ema.full_state_dict()
+        # LoRA: the merged effective weights (engines load plain HF names); full FT: all weights.
+        student = effective_weights(model) if lora_layers(model) else full_state_dict(model)
+        teacher = self.learner.ema.weights()
         if self.topo.rank != 0:
             return []
         results = self.transport.send(

@@ -21,6 +21,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from services.learner.lora import effective_weights, lora_layers
 from services.learner.step import Learner
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -69,14 +70,20 @@ class CheckpointManager:
         model = learner.policy.model
         model_sd = get_model_state_dict(model, options=_FULL)
         optim_sd = get_optimizer_state_dict(learner.policy, learner.optimizer, options=_FULL)
-        ema_sd = {k: v.cpu() for k, v in learner.ema.full_state_dict().items()}
+        ema_sd = learner.ema.checkpoint_state()
+        lora = bool(lora_layers(model))
         if learner.topo.rank != 0:
             return None
         final = self.root / f"step-{learner.state.step:08d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "model").mkdir(parents=True)
-        model.save_pretrained(tmp / "model", state_dict=model_sd, safe_serialization=True)
+        if lora:  # the merged model for users and engines, plus the adapters to resume from
+            hf_sd = effective_weights(model)
+            torch.save({k: v for k, v in model_sd.items() if ".lora_" in k}, tmp / "adapter.pt")
+        else:
+            hf_sd = model_sd
+        model.save_pretrained(tmp / "model", state_dict=hf_sd, safe_serialization=True)
         if self.tokenizer_dir is not None:
             for f in self.tokenizer_dir.iterdir():
                 if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges")):
@@ -109,7 +116,7 @@ class CheckpointManager:
         state = torch.load(path / "trainer_state.pt", weights_only=False)
         set_optimizer_state_dict(learner.policy, learner.optimizer, state["optimizer"], options=_FULL)
         learner.scheduler.load_state_dict(state["scheduler"])
-        learner.ema.load_full_state_dict(state["ema"])
+        learner.ema.load_checkpoint_state(state["ema"])
         learner.state.step = state["learner_state"]["step"]
         learner.state.skipped_nonfinite = state["learner_state"]["skipped_nonfinite"]
         _set_rng_state(state["rng"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.learner.lora import LoraSettings
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -18,3 +20,4 @@ class TrainConfig(BaseModel):
     token_budget: int = Field(default=8192, gt=0, description="Padded tokens per micro-batch.")
     logits_chunk: int = Field(default=1024, gt=0, description="Sequence chunk for the log-prob gather.")
     max_nonfinite_steps: int = Field(default=3, ge=1, description="Fail the job after this many in a row.")
+    lora: LoraSettings | None = Field(default=None, description="None = full fine-tuning (default).")

@@ -6,7 +6,7 @@ import torch
 
 
 class EmaTeacher:
-    """Starts equal to the initial student; ``rate`` 0 keeps the initial weights (frozen teacher)."""
+    """EMA of every parameter (full fine-tuning)."""
 
     def __init__(self, model: torch.nn.Module, rate: float):
         if not 0.0 <= rate <= 1.0:
@@ -40,3 +40,61 @@ class EmaTeacher:
                 p.copy_(distribute_tensor(full, p.device_mesh, p.placements))
             else:
                 p.copy_(full)
+
+    # What the teacher engine loads, and what a checkpoint stores: the same full tensors.
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.full_state_dict()
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.full_state_dict().items()}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_full_state_dict(state)
+
+
+class LoraEmaTeacher:
+    """EMA of the effective weight deltas (scale * B @ A) of a LoRA student's adapted modules.
+
+    The frozen base weights are shared with the student; the teacher's weights are
+    base + EMA(delta). Starts equal to the initial student (delta of the initial adapters).
+    """
+
+    def __init__(self, model: torch.nn.Module, rate: float):
+        from services.learner.lora import delta_weights
+
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"teacher EMA rate must be in [0, 1], got {rate}")
+        self.rate, self.model = rate, model
+        self.deltas = delta_weights(model)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        from services.learner.lora import delta_weights
+
+        if self.rate == 0.0:
+            return
+        for name, d in delta_weights(model).items():
+            self.deltas[name].lerp_(d, self.rate)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        from services.learner.lora import effective_weights
+
+        return effective_weights(self.model, self.deltas)
+
+    full_state_dict = weights
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu().clone() for k, v in self.deltas.items()}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.deltas) - set(state)
+        if missing:
+            raise ValueError(f"LoRA EMA state is missing {len(missing)} modules, e.g. {sorted(missing)[:3]}")
+        self.deltas = {k: v.float().clone() for k, v in state.items()}
+
+
+def make_ema(model: torch.nn.Module, rate: float):
+    """The EMA teacher that fits the student: over effective deltas for LoRA, else over all weights."""
+    from services.learner.lora import lora_layers
+
+    return LoraEmaTeacher(model, rate) if lora_layers(model) else EmaTeacher(model, rate)

@@ -13,7 +13,7 @@ from distil.losses import ObjectiveConfig, compute_loss_from_logprobs, group_adv
 from services.learner.batching import TrainSample, collate, micro_batches
 from services.learner.config import TrainConfig
 from services.learner.distributed import Topology, rank_share
-from services.learner.ema import EmaTeacher
+from services.learner.ema import make_ema
 from services.learner.policy import PolicyLogprobs
 
 
@@ -46,7 +46,7 @@ class Learner:
         self.topo = topology or Topology()
         self.kind = objective_class(objective.name)
         self.optimizer = torch.optim.AdamW(
-            policy.parameters(),
+            [p for p in policy.parameters() if p.requires_grad],  # LoRA: the adapters only
             lr=train.lr,
             weight_decay=train.weight_decay,
             betas=train.adam_betas,
@@ -56,7 +56,7 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
         )
-        self.ema = EmaTeacher(policy.model, train.teacher_ema_rate)
+        self.ema = make_ema(policy.model, train.teacher_ema_rate)
         self.state = LearnerState()
 
     def _normalizer(self, samples: Sequence[TrainSample]) -> float:
@@ -119,7 +119,8 @@ class Learner:
                 if k not in ("loss", "tokens"):
                     sums[k] = sums.get(k, 0.0) + v * weight  # token-weighted means over micro-batches
         t1 = time.perf_counter()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.train.grad_clip)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.train.grad_clip)
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         if self.topo.distributed:
             loss_total = _all_reduce_sum(loss_total)

@@ -1,0 +1,75 @@
+"""LoRA through peft, and the effective weights a LoRA student and its EMA teacher stand for.
+
+Defaults are the paper's Table 6 (r=64, alpha=128, all attention and MLP projections).
+The EMA teacher of a LoRA student averages the *effective* weight deltas (scale * B @ A),
+not A and B separately: EMA(B) @ EMA(A) != EMA(B @ A).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+TABLE6_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ADAPTER = "default"
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(default=64, ge=1)
+    alpha: int = Field(default=128, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = TABLE6_TARGETS
+
+
+def apply_lora(model: torch.nn.Module, settings: LoraSettings):
+    """Wrap ``model`` with peft LoRA adapters. Returns ``(peft_model, inner)``: ``inner`` is the
+    original causal-LM class with LoRA layers injected (what the learner's policy wraps)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+    )
+    peft_model = get_peft_model(model, cfg)
+    return peft_model, peft_model.base_model.model
+
+
+def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Module name -> peft LoRA layer, for every adapted module of ``model``."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+
+def delta_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Effective weight delta (scale * B @ A) of every adapted module, fp32, detached."""
+    with torch.no_grad():
+        return {name: m.get_delta_weight(ADAPTER).detach().float() for name, m in lora_layers(model).items()}
+
+
+def effective_weights(
+    model: torch.nn.Module, deltas: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Hugging Face-named full weights: base + delta for adapted modules (``deltas`` default to
+    the current adapters'), other parameters as they are. What an engine loads."""
+    layers = lora_layers(model)
+    deltas = delta_weights(model) if deltas is None else deltas
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_" in name:
+                continue
+            module, _, leaf = name.rpartition(".")
+            if module.endswith(".base_layer") and module[: -len(".base_layer")] in layers:
+                owner = module[: -len(".base_layer")]
+                if leaf == "weight":
+                    out[f"{owner}.weight"] = p.detach().float() + deltas[owner].to(p.device)
+                else:
+                    out[f"{owner}.{leaf}"] = p.detach().float()
+            else:
+                out[name] = p.detach().float()
+    return out
