@@ -157,3 +157,35 @@ def test_process_backend_cleans_its_workdirs(process_sandbox):
     for program in ["pass", "while True: pass", "open('f', 'w').write('x')"]:
         process_sandbox.run(program, timeout_s=0.5)
     assert set(glob.glob("/tmp/distil-sandbox-*")) == before
+
+
+def test_unreadable_environment_is_staged_for_the_slot_uids(monkeypatch):
+    """A virtualenv other uids cannot read (e.g. a fresh clone under /root): the packages
+    and bwrap are copied once into a world-readable cache and used from there."""
+    if os.geteuid() != 0:
+        pytest.skip("only root drops to slot uids")
+    import shutil
+    import tempfile
+
+    import services.feedback.sandbox.bwrap as bwrap_mod
+    import services.feedback.sandbox.runtime as runtime_mod
+
+    real = runtime_mod.world_reachable
+
+    def hidden(path):
+        return "site-packages" not in str(path) and real(path)
+
+    monkeypatch.setattr(runtime_mod, "world_reachable", hidden)
+    monkeypatch.setattr(bwrap_mod, "world_reachable", hidden)
+    cache = Path(tempfile.mkdtemp(prefix="distil-runtime-test-"))
+    try:
+        cache.chmod(0o755)
+        sb = make_sandbox(SandboxConfig(backend="bwrap", slots=1, runtime_cache_dir=str(cache)))
+        assert sb.bwrap.startswith(str(cache)) and all(
+            d.startswith(str(cache)) for d in sb.runtime.packages.values()
+        )
+        r = sb.run("import numpy; print(numpy.ones(2).sum())")
+        assert r.status == "ok" and r.stdout.strip() == "2.0", r
+        sb.close()
+    finally:
+        shutil.rmtree(cache)

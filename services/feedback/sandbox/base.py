@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .classify import classify
 from .config import SandboxConfig
@@ -43,7 +45,12 @@ class BaseSandbox(ABC):
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.slots = SlotPool(config.slots, config.uid_base, config.slot_wait_s)
-        self.runtime: Runtime = resolve_runtime(config.python, config.packages, drop_uid=self.slots.drop_uid)
+        self.runtime: Runtime = resolve_runtime(
+            config.python,
+            config.packages,
+            drop_uid=self.slots.drop_uid,
+            cache_dir=Path(config.runtime_cache_dir),
+        )
         become_subreaper()
 
     @property
@@ -127,7 +134,7 @@ class BaseSandbox(ABC):
                     self.slots.sweep(slot)
                 if slot.uid is not None and (plan.always_sweep or raw.killed):
                     reap_orphans_of(slot.uid)
-            except (OSError, subprocess_error()) as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 return self._error(f"could not start the program: {exc}")
             finally:
                 for fd in fds:
@@ -151,9 +158,3 @@ class BaseSandbox(ABC):
     def close(self) -> None:
         """Give back the slot uid range."""
         self.slots.close()
-
-
-def subprocess_error() -> type[Exception]:
-    import subprocess
-
-    return subprocess.SubprocessError

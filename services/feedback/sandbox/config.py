@@ -44,3 +44,7 @@ class SandboxConfig(BaseModel):
         description="top-level packages from this environment exposed read-only to programs",
     )
     seccomp: bool = True
+    runtime_cache_dir: str = Field(
+        default="/var/cache/distil/sandbox-runtime",
+        description="where packages and bwrap are copied when other uids cannot read them in place",
+    )

@@ -3,10 +3,13 @@ packages, resolved once so that every run binds the same read-only paths."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,52 @@ def world_reachable(path: Path) -> bool:
         return bool(path.stat().st_mode & stat.S_IROTH)
     except OSError:
         return False
+
+
+def _make_world_readable(root: Path) -> None:
+    for dirpath, _dirs, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o755 if mode & stat.S_IXUSR else 0o644)
+
+
+def stage(paths: dict[str, Path], cache_dir: Path) -> Path:
+    """Copy ``paths`` (relative name -> file or directory) into a world-readable cache
+    directory once and return it. Used when this environment lives where other uids cannot
+    read it (a virtualenv under /root): the slot uids need the packages and bwrap."""
+    key = hashlib.sha256(
+        "\n".join(f"{rel}={p.resolve()}:{p.stat().st_mtime_ns}" for rel, p in sorted(paths.items())).encode()
+    ).hexdigest()[:16]
+    target = cache_dir / key
+    if target.is_dir():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for parent in [cache_dir, *cache_dir.parents]:
+        if parent.stat().st_mode & stat.S_IXOTH == 0:
+            raise SandboxUnavailable(
+                f"{parent} is not searchable by other uids; choose another runtime_cache_dir"
+            )
+    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache_dir))
+    try:
+        for rel, src in paths.items():
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, symlinks=True)
+            else:
+                shutil.copy2(src, dst)
+        _make_world_readable(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process staged it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 @dataclass(frozen=True)
@@ -88,7 +137,7 @@ def _package_dirs(names: list[str]) -> dict[str, str]:
     return found
 
 
-def resolve_runtime(python: str | None, packages: list[str], *, drop_uid: bool) -> Runtime:
+def resolve_runtime(python: str | None, packages: list[str], *, drop_uid: bool, cache_dir: Path) -> Runtime:
     """Pick an interpreter the slot uid can execute and the package dirs to expose.
 
     When programs run as another uid (we are root), the interpreter must be reachable by
@@ -110,12 +159,9 @@ def resolve_runtime(python: str | None, packages: list[str], *, drop_uid: bool) 
         if drop_uid and not world_reachable(Path(candidate)):
             continue
         pkgs = _package_dirs(packages)
-        if drop_uid:
-            hidden = [d for d in pkgs.values() if not world_reachable(Path(d))]
-            if hidden:
-                raise SandboxUnavailable(
-                    f"package directories {hidden} are not readable by other uids; chmod o+rx them"
-                )
+        if drop_uid and not all(world_reachable(Path(d)) for d in pkgs.values()):
+            staged = stage({name: Path(d) for name, d in pkgs.items()}, cache_dir)
+            pkgs = {name: str(staged / name) for name in pkgs}
         return Runtime(python=os.path.realpath(candidate), packages=pkgs)
     raise SandboxUnavailable(
         f"no Python interpreter among {candidates} is executable by the sandbox uid; "
