@@ -362,7 +362,7 @@ def encode_group(g: Group) -> bytes:
             # Response.teacher(7) { top_ids(2) { data(3) }, top_logprobs(3) { data(3) } }
             inner = []
             for sub_field, arr in zip((2, 3), spliced[i], strict=True):
-                data = memoryview(arr).cast("B")
+                data = memoryview(arr.reshape(-1).view(np.uint8))  # no copy; fine when empty
                 head = _len_prefix(3, data.nbytes)
                 inner += [_len_prefix(sub_field, len(head) + data.nbytes), head, data]
             inner_len = sum(len(x) if isinstance(x, bytes) else x.nbytes for x in inner)

@@ -225,3 +225,15 @@ def test_spliced_encoding_is_plain_protobuf_to_any_reader() -> None:
     g = make_group("j", "g", g=3, t=40, k=7, feedback=True)
     parsed = group_pb2.Group.FromString(encode_group(g))
     assert parsed == group_to_proto(g)
+
+
+def test_empty_responses_and_zero_length_arrays_round_trip() -> None:
+    empty = Response(
+        token_ids=np.zeros(0, np.int32),
+        logprobs=np.zeros(0, np.float32),
+        teacher=TeacherScores(np.zeros((0, 5), np.int32), np.zeros((0, 5), np.float32)),
+    )
+    g = Group(job_id="j", group_id="g", responses=[empty, make_group("j", "x", g=1, k=5).responses[0]])
+    back = decode_group(encode_group(g))
+    assert back.responses[0].teacher.top_ids.shape == (0, 5) and back.responses[0].teacher.k == 5
+    assert_groups_equal(g, back)
