@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from distil.data import load_humaneval
 from services.feedback.verifiers import CodeVerifier, CodeVerifierConfig
 
@@ -37,7 +35,6 @@ def fenced(code: str) -> str:
     return f"```python\n{code}\n```"
 
 
-@pytest.mark.slow
 def test_humaneval_canonical_ac_and_corrupted_not(sandbox):
     tasks = load_humaneval()
     assert len(tasks) == 164
