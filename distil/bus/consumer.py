@@ -254,7 +254,7 @@ class Consumer:
                 raise ValueError(
                     f"consumer of {self.key} has no output stream; pass output=... to Bus.consumer"
                 )
-            outgoing = prepare(out, self.out_key, self.cfg.inline_max_bytes) if out is not None else None
+            outgoing = prepare(out, self.cfg.inline_max_bytes) if out is not None else None
             prepared.append((d, names.done_key(self.key, d.message_id), outgoing))
         entries = [(d.entry_id, d.fields) for d, _, _ in prepared]
         done_keys = list({k for _, k, _ in prepared})
@@ -273,9 +273,7 @@ class Consumer:
                                 continue
                             flags[key] = b"1"  # a second entry with the same id in this batch
                             if outgoing is not None:
-                                if outgoing.blob is not None:
-                                    p.set(*outgoing.blob)
-                                p.xadd(self.out_key, outgoing.fields)
+                                outgoing.queue_xadd(p, self.out_key)
                             p.set(key, d.entry_id, ex=ttl)
                             new += 1
                         self._queue_finish(p, entries)

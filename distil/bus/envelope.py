@@ -38,20 +38,32 @@ def to_fields(value: Message) -> dict[bytes, bytes]:
 
 @dataclass(slots=True)
 class Outgoing:
-    """An entry to XADD and, for a large payload, the (key, payload) string to SET with it."""
+    """An encoded message ready to be appended with :meth:`queue_xadd`."""
 
-    fields: dict[bytes, bytes]
-    blob: tuple[str, bytes] | None
+    fields: dict[bytes, bytes]  # k, id, n
+    payload: bytes
+    inline: bool
+
+    def queue_xadd(self, pipe, stream_key: str) -> None:
+        """Queue the XADD (and, for a large payload, the SET of its string) on a pipeline.
+
+        The string gets a fresh key on every call, so a retried write never shares a
+        string with an entry an earlier attempt may have added.
+        """
+        fields = dict(self.fields)
+        if self.inline:
+            fields[b"d"] = self.payload
+        else:
+            key = names.blob_key(stream_key, uuid.uuid4().hex)
+            pipe.set(key, self.payload)
+            fields[b"b"] = key.encode()
+        pipe.xadd(stream_key, fields)
 
 
-def prepare(value: Message, stream_key: str, inline_max_bytes: int) -> Outgoing:
+def prepare(value: Message, inline_max_bytes: int) -> Outgoing:
     fields = to_fields(value)
-    if len(fields[b"d"]) <= inline_max_bytes:
-        return Outgoing(fields, None)
-    key = names.blob_key(stream_key, uuid.uuid4().hex)
     payload = fields.pop(b"d")
-    fields[b"b"] = key.encode()
-    return Outgoing(fields, (key, payload))
+    return Outgoing(fields, payload, inline=len(payload) <= inline_max_bytes)
 
 
 def blob_ref(fields: dict[bytes, bytes]) -> str | None:

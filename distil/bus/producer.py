@@ -35,7 +35,7 @@ class Producer:
     def publish_many(self, values: Sequence[Message]) -> list[str]:
         """Append several messages in one round trip (after one backpressure check)."""
         limit = self.bus.config.inline_max_bytes
-        entries = [prepare(v, self.key, limit) for v in values]
+        entries = [prepare(v, limit) for v in values]
         if self._room < len(entries):
             self.bus.wait_for_room(self.key)
 
@@ -44,9 +44,7 @@ class Producer:
             with r.pipeline(transaction=True) as p:
                 positions = []
                 for e in entries:
-                    if e.blob is not None:
-                        p.set(*e.blob)
-                    p.xadd(self.key, e.fields)
+                    e.queue_xadd(p, self.key)
                     positions.append(len(p) - 1)
                 p.xlen(self.key)
                 replies = p.execute()

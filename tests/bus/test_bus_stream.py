@@ -46,8 +46,10 @@ def test_stage_passes_groups_on_and_acknowledges(bus: Bus, job_id: str) -> None:
     assert [d.group.responses[0].text for d in got] == [f"RESPONSE 0 OF G{i}" for i in range(5)]
 
 
-def test_duplicate_entries_are_processed_once(bus: Bus, job_id: str) -> None:
+@pytest.mark.parametrize("inline_max_bytes", [1 << 20, 0], ids=["inline", "beside"])
+def test_duplicate_entries_are_processed_once(redis_url: str, job_id: str, inline_max_bytes: int) -> None:
     """A producer retry can append the same group twice; the consumer commits it once."""
+    bus = Bus(fast_bus_config(redis_url, inline_max_bytes=inline_max_bytes))
     prod = bus.producer(job_id, "prompts")
     g = make_group(job_id, "dup", g=0)
     prod.publish(g)
@@ -62,6 +64,8 @@ def test_duplicate_entries_are_processed_once(bus: Bus, job_id: str) -> None:
     assert handled == ["dup", "other"]
     assert output_ids(bus, job_id, "rollouts") == ["dup", "other"]
     assert bus.backlog(job_id, "prompts") == 0
+    assert not list(bus.redis.scan_iter(match=f"distil:{job_id}:prompts:blob:*"))
+    bus.close()
 
 
 def test_commit_is_idempotent_when_two_consumers_hold_the_same_entry(bus: Bus, job_id: str) -> None:
