@@ -190,3 +190,31 @@ def test_unreadable_environment_is_staged_for_the_slot_uids(monkeypatch):
         sb.close()
     finally:
         shutil.rmtree(cache)
+
+
+def test_sandbox_dies_with_the_service(tmp_path):
+    """--die-with-parent: if the service process is killed mid-run, nothing of the run survives."""
+    script = tmp_path / "service.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
+        "from services.feedback.sandbox import SandboxConfig, make_sandbox\n"
+        "sb = make_sandbox(SandboxConfig(backend='bwrap', slots=1, uid_base=64100))\n"
+        "print('started', flush=True)\n"
+        "sb.run('import os, time\\nos.fork()\\ntime.sleep(60)', timeout_s=60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 10
+        while not processes_of(64100, 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes_of(64100, 1), "the sandboxed program never started"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+    deadline = time.monotonic() + 5
+    while processes_of(64100, 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not processes_of(64100, 1)
