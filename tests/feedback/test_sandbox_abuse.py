@@ -50,6 +50,8 @@ def test_hangs_time_out(any_sandbox, program):
 
 
 def test_fork_bomb_is_contained(any_sandbox):
+    if not any_sandbox.slots.drop_uid:
+        pytest.skip("RLIMIT_NPROC needs a slot uid (run as root); a fork bomb would reach the host's limits")
     r = run(
         any_sandbox,
         """
