@@ -59,7 +59,12 @@ class WeightTransport(ABC):
 
 class RayObjectStoreTransport(WeightTransport):
     """Puts the tensors in Ray's object store once; each receiver (a Ray actor or Serve
-    handle with ``update_weights(tensors, version, probe)``) reads them from there."""
+    handle with ``update_weights(tensors, version, probe)``) reads them from there.
+
+    Receivers get the tensors as a dict (Ray resolves the top-level object ref of an actor
+    call); a receiver behind a Serve handle may get the ``ObjectRef`` itself and should
+    ``ray.get`` it.
+    """
 
     def __init__(self, receivers: Mapping[Target, Sequence[Any]], timeout_s: float = 600.0):
         self.receivers = {k: list(v) for k, v in receivers.items()}
@@ -76,8 +81,12 @@ class RayObjectStoreTransport(WeightTransport):
         results = []
         for i, call in enumerate(calls):
             try:
-                results.append(ray.get(call, timeout=self.timeout_s))
-            except ray.exceptions.GetTimeoutError as exc:
+                # Ray actor calls give ObjectRefs; Serve handle calls give DeploymentResponses.
+                if hasattr(call, "result"):
+                    results.append(call.result(timeout_s=self.timeout_s))
+                else:
+                    results.append(ray.get(call, timeout=self.timeout_s))
+            except (ray.exceptions.GetTimeoutError, TimeoutError) as exc:
                 raise TimeoutError(
                     f"{update.target} weights version {update.version}: receiver {i} of {len(handles)} did not "
                     f"confirm within {self.timeout_s:.0f}s"
