@@ -311,6 +311,9 @@ class Engine:
         if not self._closed:
             self._closed = True
             self.llm.shutdown()
+            # Drop the engine now, while modules are alive: AsyncLLM.__del__ at interpreter
+            # exit would otherwise call into half-torn-down modules.
+            self.llm = None  # type: ignore[assignment]
 
 
 def fit_prompt(ids: list[int], max_model_len: int, overlong: str) -> list[int]:

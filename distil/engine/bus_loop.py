@@ -1,0 +1,111 @@
+"""Drive a bus consumer with many groups in flight at once (continuous batching across groups).
+
+The consumer is blocking (Redis); the stage handler is a coroutine run on ``loop`` (the
+engine runner's loop or a Serve replica's). Up to ``max_inflight`` groups are handled
+concurrently; each result is committed as soon as it is ready, so one slow group never
+holds back the others. Permanent errors (bad input) dead-letter the group with the
+reason; other errors leave it pending for a retry (the bus dead-letters it after
+``max_attempts``). Groups in flight when ``stop`` is set are finished first (up to
+``drain_timeout_s``); whatever is left is redelivered by the bus to a live consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from distil.bus import Group
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Group], Awaitable[Group | None]]
+
+
+class LoopThread:
+    """An asyncio event loop running on a daemon thread (for stages without an engine runner)."""
+
+    def __init__(self, name: str = "distil-stage-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout_s: float, what: str):
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError as exc:
+            fut.cancel()
+            raise TimeoutError(f"{what} did not finish within {timeout_s:.0f}s") from exc
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+@dataclass(slots=True)
+class LoopStats:
+    committed: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+
+
+def run_consumer(
+    consumer,
+    handle: Handler,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    stop: threading.Event,
+    max_inflight: int = 64,
+    permanent: tuple[type[BaseException], ...] = (ValueError,),
+    max_messages: int | None = None,
+    drain_timeout_s: float = 120.0,
+    stats: LoopStats | None = None,
+) -> LoopStats:
+    stats = stats or LoopStats()
+    inflight: dict[concurrent.futures.Future, object] = {}
+
+    def finish(fut, delivery) -> None:
+        try:
+            out = fut.result()
+        except permanent as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            consumer.dead_letter(delivery.entry_id, delivery.fields, reason, delivery.attempt)
+            stats.dead_lettered += 1
+            log.warning("group %s dead-lettered: %s", delivery.message_id, reason)
+        except Exception as exc:  # transient: left pending, retried by the bus
+            consumer.fail(delivery, exc)
+            stats.failed += 1
+            log.exception("group %s failed (attempt %d)", delivery.message_id, delivery.attempt)
+        else:
+            consumer.commit(delivery, out)
+            stats.committed += 1
+
+    def reap(timeout: float) -> None:
+        done, _ = concurrent.futures.wait(list(inflight), timeout=timeout, return_when="FIRST_COMPLETED")
+        for fut in done:
+            finish(fut, inflight.pop(fut))
+
+    while not stop.is_set():
+        if max_messages is not None and stats.committed + stats.dead_lettered >= max_messages:
+            break
+        room = max_inflight - len(inflight)
+        if room > 0:
+            for d in consumer.read(count=room, block_s=0.02 if inflight else 0.5):
+                inflight[asyncio.run_coroutine_threadsafe(handle(d.group), loop)] = d
+        if inflight:
+            reap(0.02)
+    deadline = time.monotonic() + drain_timeout_s
+    while inflight and time.monotonic() < deadline:
+        reap(min(1.0, max(0.0, deadline - time.monotonic())))
+    if inflight:
+        log.warning(
+            "%d groups still in flight after %.0fs; the bus will redeliver them",
+            len(inflight),
+            drain_timeout_s,
+        )
+    return stats

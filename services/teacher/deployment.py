@@ -1,0 +1,127 @@
+"""Ray Serve deployment of the teacher service.
+
+    serve.run(build_app({"teacher": {"kind": "self_ema"}, "student_model": "/path", "job": "job1"}))
+
+With ``job`` set, a replica consumes that job's ``feedback`` stream (consumer group
+``teacher``), builds teacher contexts, scores the responses that carry a teacher signal
+and writes ``scored``. ``GET /health``, ``GET /metrics``; the learner pushes EMA weights
+through ``update_weights`` on a deployment handle (self_ema, or a black-box teacher's
+self-teacher scorer).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import PlainTextResponse
+from pydantic import TypeAdapter
+from ray import serve
+
+from distil.bus import Bus, BusConfig
+from distil.engine import PromptTooLong
+from distil.engine.bus_loop import LoopStats, LoopThread, run_consumer
+
+from .config import TeacherConfig
+from .external import TokenizerMismatch
+from .self_teacher import SelfTeacher
+from .stage import TeacherStage, build_teacher
+
+app = FastAPI(title="distil teacher")
+
+
+@serve.deployment(
+    name="teacher", max_ongoing_requests=256, health_check_period_s=10, health_check_timeout_s=30
+)
+@serve.ingress(app)
+class TeacherDeployment:
+    def __init__(
+        self,
+        teacher: dict[str, Any],
+        student_model: str,
+        job: str | None = None,
+        bus: dict[str, Any] | None = None,
+        max_inflight_groups: int = 32,
+    ) -> None:
+        self.config = TypeAdapter(TeacherConfig).validate_python(teacher)
+        self.teacher = build_teacher(self.config, student_model)
+        self.stage = TeacherStage(self.teacher)
+        self.loop = LoopThread("teacher-loop")
+        check = getattr(self.teacher, "check_tokenizer", None)
+        if check is not None:  # refuse a mismatched external teacher at start (if it is reachable)
+            try:
+                self.loop.run(check(), 120, "checking the external teacher's tokenizer")
+            except TokenizerMismatch:
+                raise
+            except Exception:  # unreachable now: checked again before the first scoring request
+                pass
+        self.stats = LoopStats()
+        self.stop = threading.Event()
+        self.bus: Bus | None = None
+        self.thread: threading.Thread | None = None
+        if job:
+            self.bus = Bus(BusConfig.model_validate(bus or {}))
+            consumer = self.bus.consumer(job, "feedback", group="teacher", output="scored")
+            self.thread = threading.Thread(
+                target=run_consumer,
+                args=(consumer, self.stage.handle, self.loop.loop),
+                kwargs=dict(
+                    stop=self.stop,
+                    max_inflight=max_inflight_groups,
+                    permanent=(PromptTooLong, TokenizerMismatch, ValueError),
+                    stats=self.stats,
+                ),
+                name="teacher-consumer",
+                daemon=True,
+            )
+            self.thread.start()
+
+    async def check_health(self) -> None:
+        if isinstance(self.teacher, SelfTeacher):
+            runner = self.teacher.runner
+            await runner.call(runner.engine.llm.check_health)
+        if self.thread is not None and not self.thread.is_alive() and not self.stop.is_set():
+            raise RuntimeError("the teacher consumer loop stopped; restarting the replica")
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        try:
+            await self.check_health()
+        except Exception as exc:
+            raise HTTPException(503, f"unhealthy: {exc}") from exc
+        return {"status": "ok", "kind": self.config.kind}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(self) -> str:
+        rows = {f"distil_{k}_total": v for k, v in self.stage.metrics().items()}
+        rows |= {
+            "distil_teacher_committed_total": self.stats.committed,
+            "distil_teacher_dead_lettered_total": self.stats.dead_lettered,
+            "distil_teacher_failed_total": self.stats.failed,
+        }
+        return "".join(f"{k} {v}\n" for k, v in rows.items())
+
+    async def update_weights(self, named_tensors, version: int, probe=None):
+        """Called by the learner with the EMA teacher weights."""
+        return await self.teacher.update_weights(named_tensors, version, probe)
+
+    def __del__(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+        self.teacher.close()
+        self.loop.close()
+        if self.bus is not None:
+            self.bus.close()
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """``{"teacher": TeacherConfig, "student_model": str, "job": str | None, "bus": BusConfig}``."""
+    return TeacherDeployment.bind(
+        args["teacher"],
+        args["student_model"],
+        args.get("job"),
+        args.get("bus"),
+        args.get("max_inflight_groups", 32),
+    )
