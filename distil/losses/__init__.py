@@ -121,6 +121,14 @@ def _finish(
     metrics["response_length_max"] = float(lengths.max()) if len(lengths) else 0.0
     if student.entropy is not None:
         metrics["entropy_mean"] = masked_mean(student.entropy, mask)
+    if batch.rollout_logprobs is not None and mask.sum() > 0:
+        # Rollout engine vs learner on the sampled tokens: KL(rollout || learner) estimated on
+        # the rollout's own samples, and the largest per-token gap.
+        with torch.no_grad():
+            gap = batch.rollout_logprobs.to(mask.dtype) - student.token_logprobs.detach()
+            valid = mask > 0
+            metrics["rollout_kl"] = float(gap[valid].mean())
+            metrics["rollout_max_abs_diff"] = float(gap[valid].abs().max())
     if obj.needs_teacher:
         tm = batch.teacher_mask
         metrics["teacher_frac"] = float(tm.float().mean()) if tm is not None and len(tm) else 1.0

@@ -347,3 +347,13 @@ def test_chunked_logprobs_match_full(chunk):
         torch.testing.assert_close(a, b)
     ref = gather_student_logprobs(hidden @ W.T, batch.response_ids, batch.teacher_topk_ids)
     torch.testing.assert_close(s.entropy, ref.entropy)
+
+
+def test_rollout_mismatch_metrics():
+    logits, batch, _ = make()
+    lp = torch.log_softmax(logits.detach(), -1).gather(-1, batch.response_ids[..., None])[..., 0]
+    batch.rollout_logprobs = lp + 0.1
+    batch.rollout_logprobs[0, 0] += 0.5
+    m = loss_of("distil", logits, batch).metrics
+    assert m["rollout_max_abs_diff"] == pytest.approx(0.6)
+    assert m["rollout_kl"] == pytest.approx(0.1 + 0.5 / lp.numel())
