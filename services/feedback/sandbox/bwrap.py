@@ -23,6 +23,11 @@ NAMESPACES = ["user", "pid", "net", "ipc", "uts", "cgroup", "mount"]
 _TOP_LEVEL = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 
 
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class BwrapSandbox(BaseSandbox):
     def __init__(self, config: SandboxConfig) -> None:
         try:
@@ -104,7 +109,7 @@ class BwrapSandbox(BaseSandbox):
             env={"PATH": "/usr/bin:/bin"},
             cwd="/",
             pass_fds=pass_fds,
-            cleanup=lambda: [os.close(fd) for fd in to_close] and None,
+            cleanup=lambda: _close_all(to_close),
             info_fd=info_r,
             close_after_spawn=[info_w],
         )
