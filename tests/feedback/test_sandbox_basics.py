@@ -200,16 +200,18 @@ def test_sandbox_dies_with_the_service(tmp_path):
         f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
         "from services.feedback.sandbox import SandboxConfig, make_sandbox\n"
         "sb = make_sandbox(SandboxConfig(backend='bwrap', slots=1, uid_base=64100))\n"
-        "print('started', flush=True)\n"
+        "print('started', sb.slots.uid_base, flush=True)\n"
         "sb.run('import os, time\\nos.fork()\\ntime.sleep(60)', timeout_s=60)\n"
     )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "started"
+        word, base = proc.stdout.readline().split()  # the range may have moved if 64100 was taken
+        assert word == "started"
+        uid = int(base)
         deadline = time.monotonic() + 10
-        while not processes_of(64100, 1) and time.monotonic() < deadline:
+        while not processes_of(uid, 1) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert processes_of(64100, 1), "the sandboxed program never started"
+        assert processes_of(uid, 1), "the sandboxed program never started"
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -219,7 +221,8 @@ def test_sandbox_dies_with_the_service(tmp_path):
     from services.feedback.sandbox.reaper import reap_orphans_of
 
     deadline = time.monotonic() + 5
-    while processes_of(64100, 1) and time.monotonic() < deadline:
-        reap_orphans_of(64100)
+    while processes_of(uid, 1) and time.monotonic() < deadline:
+        reap_orphans_of(uid)
         time.sleep(0.05)
-    assert not processes_of(64100, 1)
+    left = processes_of(uid, 1)
+    assert not left, [Path(f"/proc/{p}/status").read_text()[:400] for p in left] + [os.getpid()]

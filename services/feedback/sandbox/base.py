@@ -129,7 +129,6 @@ class BaseSandbox(ABC):
                     info_fd=plan.info_fd,
                     close_after_spawn=plan.close_after_spawn,
                 )
-                plan.close_after_spawn = []
                 if plan.always_sweep:
                     self.slots.sweep(slot)
                 if slot.uid is not None and (plan.always_sweep or raw.killed):

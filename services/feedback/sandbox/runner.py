@@ -154,7 +154,7 @@ def launch(
     stderr_cap: int,
     on_kill: Callable[[], None] = lambda: None,
     info_fd: int | None = None,
-    close_after_spawn: Sequence[int] = (),
+    close_after_spawn: list[int] | None = None,
 ) -> RawRun:
     """Run ``argv`` in a new session; kill it (and its group, and ``on_kill``) on timeout
     or when either stream exceeds its cap. Never raises for anything the child does.
@@ -178,14 +178,16 @@ def launch(
     )
     # Popen returns once exec has succeeded: the clock starts at exec, not at enqueue.
     started = time.monotonic()
-    for fd in close_after_spawn:
-        os.close(fd)
+    close_after_spawn = close_after_spawn if close_after_spawn is not None else []
+    while close_after_spawn:  # emptied in place: the caller must not close them again
+        os.close(close_after_spawn.pop())
     deadline = started + timeout_s
     pidfd = os.pidfd_open(proc.pid)
     bufs = {"stdout": bytearray(), "stderr": bytearray()}
     caps = {"stdout": stdout_cap, "stderr": stderr_cap}
     truncated = {"stdout": False, "stderr": False}
     killed: str | None = None
+    info = bytearray()
     sel = selectors.DefaultSelector()
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -193,7 +195,6 @@ def launch(
             os.set_blocking(pipe.fileno(), False)
             sel.register(pipe.fileno(), selectors.EVENT_READ, name)
         sel.register(pidfd, selectors.EVENT_READ, "exit")
-        info = bytearray()
         if info_fd is not None:
             os.set_blocking(info_fd, False)
             sel.register(info_fd, selectors.EVENT_READ, "info")
@@ -235,6 +236,12 @@ def launch(
             killed_cpu_s = tree_cpu_s(_child_pid(info) or proc.pid)
             _kill_sandbox(proc.pid, pidfd, _child_pid(info))
             on_kill()
+    except BaseException:  # our own failure mid-run: never leave the child behind
+        _kill_sandbox(proc.pid, pidfd, _child_pid(info))
+        on_kill()
+        os.wait4(proc.pid, 0)
+        proc.returncode = -9
+        raise
     finally:
         sel.close()
         os.close(pidfd)

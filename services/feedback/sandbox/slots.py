@@ -29,7 +29,7 @@ def _claim_uid_range(uid_base: int, slots: int) -> tuple[int, socket.socket]:
     """Reserve ``slots`` uids for this process. Two sandboxes sharing uids would count each
     other's processes against RLIMIT_NPROC and kill each other's runs in a sweep, so each
     range is held through an abstract unix socket (released when the process exits, no
-    files); a taken range moves on to the next one."""
+    files); a range that is taken, or still owns processes, moves on to the next one."""
     for attempt in range(RANGE_ATTEMPTS):
         base = uid_base + attempt * slots
         lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -38,10 +38,24 @@ def _claim_uid_range(uid_base: int, slots: int) -> tuple[int, socket.socket]:
         except OSError:
             lock.close()
             continue
+        if _uids_in_use(base, slots):  # processes (or zombies) left by someone else
+            lock.close()
+            continue
         return base, lock
     raise SandboxUnavailable(
         f"uid ranges from {uid_base} ({RANGE_ATTEMPTS} x {slots}) are all held by other sandboxes; set uid_base"
     )
+
+
+def _uids_in_use(base: int, slots: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if base <= os.stat(f"/proc/{entry}").st_uid < base + slots:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 class SlotPool:
