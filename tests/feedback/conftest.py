@@ -5,7 +5,9 @@ ranges of their own so leftovers can be counted exactly."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -56,9 +58,16 @@ def sandbox() -> Iterator[BaseSandbox]:
 
 @pytest.fixture(scope="session")
 def process_sandbox() -> Iterator[BaseSandbox]:
-    sb = make_sandbox(SandboxConfig(backend="process", slots=SLOTS, uid_base=PROCESS_UID_BASE, timeout_s=5))
+    root = tempfile.mkdtemp(prefix="distil-test-workdirs-")  # private, so leftovers are ours
+    os.chmod(root, 0o755)
+    sb = make_sandbox(
+        SandboxConfig(
+            backend="process", slots=SLOTS, uid_base=PROCESS_UID_BASE, timeout_s=5, workdir_root=root
+        )
+    )
     yield sb
     sb.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["bwrap", "process"])

@@ -44,6 +44,10 @@ class SandboxConfig(BaseModel):
         description="top-level packages from this environment exposed read-only to programs",
     )
     seccomp: bool = True
+    workdir_root: str | None = Field(
+        default=None,
+        description="process backend: where per-run working dirs are made (default: the temp dir)",
+    )
     runtime_cache_dir: str = Field(
         default="/var/cache/distil/sandbox-runtime",
         description="where packages and bwrap are copied when other uids cannot read them in place",

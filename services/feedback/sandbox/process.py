@@ -43,7 +43,7 @@ class ProcessSandbox(BaseSandbox):
         return self._isolation
 
     def _plan(self, slot: Slot, files: dict[str, int]) -> Launch:
-        workdir = tempfile.mkdtemp(prefix="distil-sandbox-")
+        workdir = tempfile.mkdtemp(prefix="distil-sandbox-", dir=self.config.workdir_root)
         try:
             for name, fd in files.items():
                 with open(os.path.join(workdir, name), "wb") as out:
