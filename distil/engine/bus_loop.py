@@ -5,7 +5,8 @@ engine runner's loop or a Serve replica's). Up to ``max_inflight`` groups are ha
 concurrently; each result is committed as soon as it is ready, so one slow group never
 holds back the others. Permanent errors (bad input) dead-letter the group with the
 reason; other errors leave it pending for a retry (the bus dead-letters it after
-``max_attempts``). Groups in flight when ``stop`` is set are finished first (up to
+``max_attempts``; set the bus's ``claim_idle_s`` above the longest handling time, or
+live consumers will claim groups that are still being worked on). Groups in flight when ``stop`` is set are finished first (up to
 ``drain_timeout_s``); whatever is left is redelivered by the bus to a live consumer.
 """
 
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from distil.bus import Group
 
@@ -67,7 +69,7 @@ def run_consumer(
     stats: LoopStats | None = None,
 ) -> LoopStats:
     stats = stats or LoopStats()
-    inflight: dict[concurrent.futures.Future, object] = {}
+    inflight: dict[concurrent.futures.Future, Any] = {}
 
     def finish(fut, delivery) -> None:
         try:
@@ -95,7 +97,10 @@ def run_consumer(
             break
         room = max_inflight - len(inflight)
         if room > 0:
+            busy = {d.entry_id for d in inflight.values()}
             for d in consumer.read(count=room, block_s=0.02 if inflight else 0.5):
+                if d.entry_id in busy:  # our own entry, reclaimed while still in flight
+                    continue
                 inflight[asyncio.run_coroutine_threadsafe(handle(d.group), loop)] = d
         if inflight:
             reap(0.02)
@@ -109,3 +114,11 @@ def run_consumer(
             drain_timeout_s,
         )
     return stats
+
+
+async def resolve_tensors(named_tensors):
+    """Weights as the learner publishes them to a Serve handle: a dict, pairs, or a Ray
+    ObjectRef to either (Serve does not resolve refs nested in a handle call)."""
+    if type(named_tensors).__name__ == "ObjectRef":
+        named_tensors = await named_tensors
+    return named_tensors

@@ -207,7 +207,10 @@ class Engine:
     # ------------------------------------------------------------------ weights
 
     async def update_weights(
-        self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, probe: Probe | None = None
+        self,
+        named_tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+        version: int,
+        probe: Probe | None = None,
     ) -> UpdateResult:
         """Load new weights (Hugging Face names) in place as policy ``version``, then verify ``probe``.
 
@@ -217,6 +220,8 @@ class Engine:
         learner's and the engine's version when the engine's log-probs on the probe differ
         from the learner's by more than ``probe_tolerance``.
         """
+        if isinstance(named_tensors, Mapping):  # the learner publishes {name: tensor}
+            named_tensors = named_tensors.items()
         async with self._update_lock:
             if version == self.version and self.verified:
                 return UpdateResult(version=version, applied=False)
@@ -304,6 +309,17 @@ class Engine:
                 error=error,
             )
         return error
+
+    async def wait_verified(self, timeout_s: float) -> None:
+        """Wait until the engine runs verified weights (after a failed update, until a good one)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.verified:
+            if time.monotonic() >= deadline:
+                raise EngineError(
+                    f"the engine's weights (version {self.version}) failed verification and no verified "
+                    f"update arrived within {timeout_s:.0f}s; the learner must resend the weights"
+                )
+            await asyncio.sleep(0.1)
 
     # ------------------------------------------------------------------ lifetime
 

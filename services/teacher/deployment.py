@@ -21,7 +21,7 @@ from ray import serve
 
 from distil.bus import Bus, BusConfig
 from distil.engine import PromptTooLong
-from distil.engine.bus_loop import LoopStats, LoopThread, run_consumer
+from distil.engine.bus_loop import LoopStats, LoopThread, resolve_tensors, run_consumer
 
 from .config import TeacherConfig
 from .external import TokenizerMismatch
@@ -104,6 +104,7 @@ class TeacherDeployment:
 
     async def update_weights(self, named_tensors, version: int, probe=None):
         """Called by the learner with the EMA teacher weights."""
+        named_tensors = await resolve_tensors(named_tensors)
         return await self.teacher.update_weights(named_tensors, version, probe)
 
     def __del__(self) -> None:

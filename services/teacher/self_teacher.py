@@ -51,6 +51,9 @@ class SelfTeacher:
             for i, it in enumerate(items)
         ]
         engine = self.runner.engine
+        await self.runner.call(
+            engine.wait_verified, self.config.engine.timeout_s if self.config.engine else 600.0
+        )
 
         async def one(ctx):
             if ctx is None:
