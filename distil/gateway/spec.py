@@ -1,0 +1,116 @@
+"""The job spec as the gateway validates it: the core spec with the service-owned sections
+typed by each service's own config class, and the cross-field checks that need them.
+
+This module is part of the entry-point layer (like the CLI): it may import service
+configs; nothing in ``distil`` below the gateway imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distil.engine.config import EngineConfig
+from distil.jobs.spec import JobSpec, SpecError, field_errors
+from distil.losses.registry import objective_class
+from services.feedback.sources import SourceConfig
+from services.learner.config import TrainConfig
+from services.learner.stage import StageConfig
+from services.teacher.config import SelfEMATeacherConfig, TeacherConfig
+from services.teacher.support import check_teacher_objective
+
+
+class FeedbackSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceConfig] | None = Field(
+        default=None, description="None = the feedback service's default (environment output + sibling)."
+    )
+
+
+def _check(section: str, model, data: dict[str, Any], errors: list[dict[str, str]]):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(field_errors(exc, (section,)))
+        return None
+
+
+class TypedSections(BaseModel):
+    """The service-owned sections after validation (not stored: the store keeps the raw spec)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: EngineConfig
+    teacher: Any
+    feedback: FeedbackSection
+    training: TrainConfig
+    learner: StageConfig
+
+
+class _TeacherBox(BaseModel):
+    teacher: TeacherConfig
+
+
+def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
+    """Validate a submitted spec; raise SpecError with field paths listing every problem found."""
+    try:
+        spec = JobSpec.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(field_errors(exc)) from None
+    errors: list[dict[str, str]] = []
+    if "model" in spec.engine:
+        errors.append({"loc": "engine.model", "msg": "set the model at the top level ('model')"})
+    engine = _check("engine", EngineConfig, {**spec.engine, "model": spec.model}, errors)
+    box = _check("", _TeacherBox, {"teacher": spec.teacher}, errors)
+    feedback = _check("feedback", FeedbackSection, spec.feedback, errors)
+    training = _check("training", TrainConfig, spec.training, errors)
+    if "checkpoint_every" in spec.learner:
+        errors.append({"loc": "learner.checkpoint_every", "msg": "use checkpoint.every_steps"})
+    learner = _check(
+        "learner", StageConfig, {**spec.learner, "checkpoint_every": spec.checkpoint.every_steps}, errors
+    )
+    for e in errors:  # _TeacherBox paths start with an empty section
+        e["loc"] = e["loc"].lstrip(".")
+    teacher = box.teacher if box is not None else None
+    if teacher is not None:
+        try:
+            check_teacher_objective(teacher, spec.objective.name)
+        except ValueError as exc:
+            errors.append({"loc": "teacher.kind", "msg": str(exc), "type": "incompatible"})
+        if (
+            training is not None
+            and isinstance(teacher, SelfEMATeacherConfig)
+            and "teacher_ema_rate" in spec.training
+            and training.teacher_ema_rate != teacher.rate
+        ):
+            errors.append(
+                {
+                    "loc": "training.teacher_ema_rate",
+                    "msg": f"disagrees with teacher.rate ({teacher.rate}); set only teacher.rate",
+                }
+            )
+    obj = objective_class(spec.objective.name)
+    if spec.objective.name == "grpo" and spec.rollout.n < 2:
+        errors.append({"loc": "rollout.n", "msg": "GRPO needs at least 2 responses per prompt"})
+    if obj.needs_teacher and feedback is not None and feedback.sources == []:
+        errors.append(
+            {"loc": "feedback.sources", "msg": f"objective {spec.objective.name!r} needs at least one source"}
+        )
+    if engine is not None and spec.rollout.max_tokens >= engine.max_model_len:
+        errors.append(
+            {
+                "loc": "rollout.max_tokens",
+                "msg": f"must be below engine.max_model_len ({engine.max_model_len}) to leave room for the prompt",
+            }
+        )
+    if errors:
+        raise SpecError(errors)
+    if isinstance(teacher, SelfEMATeacherConfig):  # one source of truth for the EMA rate
+        training = training.model_copy(update={"teacher_ema_rate": teacher.rate})
+    elif teacher is not None and teacher.kind == "self_frozen":
+        training = training.model_copy(update={"teacher_ema_rate": 0.0})
+    return spec, TypedSections(
+        engine=engine, teacher=teacher, feedback=feedback, training=training, learner=learner
+    )
