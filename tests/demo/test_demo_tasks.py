@@ -1,0 +1,31 @@
+"""The generated demo tasks: held-out problems never appear in training, and every
+reference solution passes its own tests in the real sandbox while a wrong one does not."""
+
+from __future__ import annotations
+
+from distil.demo import FAMILIES, make_split, make_tasks
+from services.feedback.grading import Grader
+
+
+def test_split_is_disjoint_and_covers_every_family():
+    train, held = make_split()
+    assert {t.id for t in train}.isdisjoint({t.id for t in held})
+    assert {t.prompt for t in train}.isdisjoint({t.prompt for t in held})
+    assert len(train) + len(held) == len(make_tasks()) == sum(len(f.params) for f in FAMILIES)
+    assert {t.metadata["family"] for t in held} == {f.name for f in FAMILIES}
+    assert make_split(seed=0) == make_split(seed=0)  # deterministic
+    assert [t.id for t in make_split(seed=1)[1]] != [t.id for t in held]
+
+
+def test_reference_solutions_pass_and_wrong_ones_fail():
+    grader = Grader()
+    try:
+        for task in make_tasks():
+            assert len(task.public_tests) == 3 and len(task.private_tests) == 5
+            good = f"```python\n{task.reference_solution}```"
+            bad = "```python\ndef f(*args):\n    return None\n```"
+            for split in ("public", "private"):
+                fb = grader.grade_group(task, [good, bad], split=split)
+                assert [r.success for r in fb.responses] == [True, False], (task.id, split)
+    finally:
+        grader.close()
