@@ -1,0 +1,417 @@
+"""Per-job driver and the scheduler that runs one job at a time.
+
+The driver of a job: checks the model and dataset (failing in seconds when either is
+wrong), starts the stage services, feeds prompts within the in-flight bound
+``(max_staleness + 1) x groups_per_step``, records the learner's events (steps,
+checkpoints, end) in the job store, samples recent trajectories for the API, runs the
+held-out evaluation every N steps, and finalises the job. Each wait has a timeout and a
+name; a stalled job fails with what it was waiting for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from distil.bus import Bus, CheckpointWritten, Group, JobFailed, JobFinished, StepDone, WeightsUpdated
+from distil.bus.envelope import from_fields
+from distil.bus.staleness import max_groups_in_flight
+from distil.data import Task
+from distil.gateway.observability import Observer
+from distil.gateway.spec import TypedSections, validate_spec
+from distil.gateway.stages import ServeStages, StageError
+from distil.jobs import Cursor, JobRecord, JobStore, PromptFeeder
+from distil.jobs.spec import JobSpec
+
+log = logging.getLogger(__name__)
+STREAMS = ("prompts", "rollouts", "feedback", "scored")
+
+
+class JobFailure(RuntimeError):
+    """Ends the job as failed with this message as its reason."""
+
+
+def load_dataset(spec: JobSpec) -> tuple[list[Task], list[Task]]:
+    """(train, eval) tasks; errors name the file and what is wrong."""
+    from distil.data import load_tasks
+    from distil.data.humaneval import load_humaneval
+
+    ds = spec.dataset
+    try:
+        tasks = load_humaneval() if ds.kind == "humaneval" else load_tasks(ds.path)
+    except FileNotFoundError as exc:
+        raise JobFailure(f"dataset: {exc}") from None
+    except ValueError as exc:
+        raise JobFailure(f"dataset: {exc}") from None
+    if ds.limit:
+        tasks = tasks[: ds.limit]
+    if ds.eval_path:
+        try:
+            held_out = load_tasks(ds.eval_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise JobFailure(f"dataset.eval_path: {exc}") from None
+        train = tasks
+    else:
+        n_eval = int(len(tasks) * ds.eval_fraction)
+        train, held_out = tasks[: len(tasks) - n_eval], tasks[len(tasks) - n_eval :]
+    if not train:
+        raise JobFailure("dataset: the training split is empty")
+    return train, held_out
+
+
+def resolve(spec: JobSpec) -> Path:
+    from distil.models import resolve_model
+
+    try:
+        path = resolve_model(spec.model)
+    except FileNotFoundError as exc:
+        raise JobFailure(f"model: {exc}") from None
+    if not (path / "config.json").is_file():
+        raise JobFailure(f"model: {path} has no config.json")
+    return path
+
+
+class JobDriver:
+    def __init__(self, store: JobStore, stages: ServeStages, bus: Bus, job: JobRecord, observer: Observer,
+                 *, poll_s: float = 0.5) -> None:  # fmt: skip
+        self.store, self.stages, self.bus, self.observer = store, stages, bus, observer
+        self.job_id = job.id
+        self.resume = job.state in ("starting", "running")
+        self.poll_s = poll_s
+        self.thread = threading.Thread(target=self._run, name=f"driver-{job.id}", daemon=True)
+        self.stop_event = threading.Event()  # gateway shutting down: leave the job as it is
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancelled(self) -> bool:
+        return self.store.get(self.job_id).cancel_requested
+
+    # ------------------------------------------------------------------ main
+
+    def _run(self) -> None:
+        job_id = self.job_id
+        try:
+            job = self.store.get(job_id)
+            if job.state == "queued":
+                self.store.transition(job_id, "starting")
+            spec, typed = validate_spec(job.spec)
+            model_dir = resolve(spec)
+            train, held_out = load_dataset(spec)
+            self.store.add_event(job_id, "prepared", {"model": str(model_dir), "train": len(train),
+                                                      "eval": len(held_out)})  # fmt: skip
+            self.stages.start(job_id, spec, typed, model_dir, resume=self.resume)
+            self.stages.wait_ready(job_id, spec.timeouts.stages_ready_s, self.cancelled)
+            if not self.cancelled():
+                self.stages.start_learner(job_id, self._learner_spec(spec, typed, model_dir))
+                if self.store.get(job_id).state == "starting":
+                    self.store.transition(job_id, "running")
+            self._loop(spec, typed, train, held_out, model_dir)
+        except JobFailure as exc:
+            self._fail(str(exc))
+        except StageError as exc:
+            self._fail(str(exc))
+        except Exception as exc:
+            log.error("driver of %s crashed:\n%s", job_id, traceback.format_exc())
+            self._fail(f"driver error: {type(exc).__name__}: {exc}")
+        finally:
+            if self.store.get(job_id).state in ("completed", "failed", "cancelled"):
+                self.stages.teardown(job_id)
+
+    def _fail(self, reason: str) -> None:
+        log.warning("job %s failed: %s", self.job_id, reason)
+        try:
+            self.store.transition(self.job_id, "failed", reason)
+        except Exception:
+            log.exception("could not record the failure of %s", self.job_id)
+
+    def _learner_spec(self, spec: JobSpec, typed: TypedSections, model_dir: Path) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "model": str(model_dir),
+            "steps": spec.steps,
+            "objective": spec.objective.model_dump(exclude_unset=True),
+            "train": typed.training.model_dump(mode="json"),
+            "stage": typed.learner.model_dump(mode="json"),
+            "world_size": max(1, spec.placement.learner_gpus),
+            "keep_last": spec.checkpoint.keep_last,
+        }
+
+    # ------------------------------------------------------------------ loop
+
+    def _loop(self, spec: JobSpec, typed: TypedSections, train: list[Task], held_out: list[Task],
+              model_dir: Path) -> None:  # fmt: skip
+        job_id = self.job_id
+        job = self.store.get(job_id)
+        feeder = PromptFeeder(
+            len(train), seed=spec.seed, epochs=spec.epochs, cursor=Cursor.from_dict(job.cursor)
+        )
+        producer = self.bus.producer(job_id, "prompts")
+        events = self.bus.consumer(job_id, "events", group="gateway", name="driver")
+        bound = max_groups_in_flight(typed.learner.max_staleness, typed.learner.groups_per_step)
+        step = job.step
+        consumed = step * typed.learner.groups_per_step
+        last_event = time.monotonic()
+        last_sample = last_health = 0.0
+        next_eval = self._next_eval(spec, step)
+        evaluator = None
+        while True:
+            if self.stop_event.is_set():
+                return  # the gateway is going away; a restarted one re-attaches
+            if self.cancelled():
+                self.stages.stop_learner(job_id)
+                self.store.transition(job_id, "cancelled", "cancelled by the user")
+                return
+            # Feed within the in-flight bound (dead letters count as done: they never reach the learner).
+            in_flight = feeder.cursor.issued - consumed - self._dead_letters()
+            if in_flight < bound and not feeder.exhausted:
+                issues = feeder.take(bound - in_flight)
+                groups = [self._group(job_id, train[i.task_index], i.group_id, spec) for i in issues]
+                if groups:
+                    producer.publish_many(groups)
+                    self.store.save_cursor(job_id, feeder.cursor.to_dict())
+                    self.observer.prompts_fed(job_id, len(groups))
+            # Learner events.
+            for d in events.read(count=64, block_s=self.poll_s):
+                ev = d.value
+                last_event = time.monotonic()
+                if isinstance(ev, StepDone):
+                    step = max(step, ev.step)
+                    m = {k: float(v) for k, v in ev.metrics.items()}
+                    consumed = (
+                        ev.step * typed.learner.groups_per_step
+                        + int(m.get("dropped_stale", 0))
+                        + int(m.get("rejected_groups", 0))
+                    )
+                    self.store.add_metrics(job_id, ev.step, m)
+                    self.store.set_progress(job_id, step=ev.step, policy_version=ev.policy_version)
+                    self.store.add_event(job_id, "step", {"step": ev.step, "policy_version": ev.policy_version,
+                                                          "metrics": m})  # fmt: skip
+                    self.observer.step(job_id, ev.step, m)
+                elif isinstance(ev, WeightsUpdated):
+                    self.store.set_progress(job_id, policy_version=ev.policy_version)
+                elif isinstance(ev, CheckpointWritten):
+                    self.store.add_checkpoint(job_id, ev.step, ev.policy_version, ev.path)
+                    self.store.add_event(job_id, "checkpoint", {"step": ev.step, "path": ev.path})
+                elif isinstance(ev, JobFailed):
+                    events.ack([d])
+                    raise JobFailure(f"learner failed at step {ev.step}: {ev.error}")
+                elif isinstance(ev, JobFinished):
+                    events.ack([d])
+                    if spec.evaluation.at_end and held_out and (evaluator or True):
+                        self._evaluate(spec, held_out, model_dir, ev.step)
+                    self.store.transition(job_id, "completed", "")
+                    self.store.add_event(
+                        job_id, "finished", {"step": ev.step, "checkpoint": ev.final_checkpoint}
+                    )
+                    return
+                events.ack([d])
+            now = time.monotonic()
+            if next_eval is not None and step >= next_eval and held_out:
+                self._evaluate(spec, held_out, model_dir, step)
+                next_eval = self._next_eval(spec, step)
+                last_event = time.monotonic()
+            if now - last_sample > 5.0:
+                last_sample = now
+                self._sample_recent(job_id)
+                self.observer.backlog(job_id, {s: self._safe_backlog(s) for s in STREAMS})
+            if now - last_health > 10.0:
+                last_health = now
+                problem = self.stages.health(job_id)
+                if problem:
+                    raise JobFailure(problem)
+            limit = spec.timeouts.first_step_s if step == 0 else spec.timeouts.step_s
+            if now - last_event > limit:
+                raise JobFailure(
+                    f"waited {limit:.0f}s for the learner's {'first ' if step == 0 else 'next '}step event "
+                    f"(after step {step}); backlog: "
+                    + ", ".join(f"{s}={self._safe_backlog(s)}" for s in STREAMS)
+                )
+
+    @staticmethod
+    def _next_eval(spec: JobSpec, step: int) -> int | None:
+        every = spec.evaluation.every_steps
+        if not every:
+            return None
+        nxt = (step // every + 1) * every
+        return nxt if nxt < spec.steps else None
+
+    def _group(self, job_id: str, task: Task, group_id: str, spec: JobSpec) -> Group:
+        return Group(
+            job_id=job_id,
+            group_id=group_id,
+            prompt_text=task.prompt,
+            task_id=task.id,
+            metadata={"task": task.model_dump_json()},
+        )
+
+    def _dead_letters(self) -> int:
+        from distil.bus import names
+
+        total = 0
+        for s in STREAMS:
+            key = names.dead_letter_key(self.bus.stream(self.job_id, s))
+            total += self.bus.call(f"reading the length of {key}", lambda r, k=key: r.xlen(k))
+        return total
+
+    def _safe_backlog(self, stream: str) -> int:
+        try:
+            return self.bus.backlog(self.job_id, stream)
+        except Exception:
+            return -1
+
+    def _sample_recent(self, job_id: str) -> None:
+        """Peek at the newest scored groups (without consuming them) for GET .../samples."""
+        key = self.bus.stream(job_id, "scored")
+        try:
+            rows = self.bus.call(f"peeking at {key}", lambda r: r.xrevrange(key, count=2))
+        except Exception:
+            return
+        out = []
+        for _, fields in rows:
+            try:
+                if b"b" in fields:  # payload stored beside the entry
+                    blob = self.bus.call("reading a payload", lambda r, k=fields[b"b"]: r.get(k))
+                    if blob is None:
+                        continue
+                    fields = {**fields, b"d": blob}
+                g = from_fields(fields)
+            except Exception:
+                continue
+            if not isinstance(g, Group):
+                continue
+            for r in g.responses[:4]:
+                fb = r.feedback
+                out.append(
+                    {
+                        "group_id": g.group_id,
+                        "task_id": g.task_id,
+                        "policy_version": g.policy_version,
+                        "prompt": g.prompt_text[:2000],
+                        "response": r.text[:4000],
+                        "reward": fb.reward if fb else None,
+                        "success": fb.success if fb else None,
+                        "feedback_text": (fb.feedback_text[:4000] if fb else ""),
+                        "solution_text": (fb.solution_text[:2000] if fb else ""),
+                        "teacher_k": r.teacher.k if r.teacher is not None else 0,
+                        "teacher_mean_top1_logprob": (
+                            float(r.teacher.top_logprobs[:, 0].mean())
+                            if r.teacher is not None and len(r.teacher.top_logprobs)
+                            else None
+                        ),
+                    }
+                )
+        seen = {s.get("group_id") for s in self.store.samples(job_id, limit=8)}
+        self.store.add_samples(job_id, [s for s in out if s["group_id"] not in seen])
+
+    def _evaluate(self, spec: JobSpec, held_out: list[Task], model_dir: Path, step: int) -> None:
+        """avg@k, pass@k, maj@k, best@k on the held-out split, sampled by the rollout service's
+        current policy and graded on the private tests."""
+        from distil.metrics import ProblemResult, summarize
+
+        ev = spec.evaluation
+        tokenizer = _tokenizer(model_dir)
+        problems = []
+        deadline = time.monotonic() + spec.timeouts.eval_s
+        for task in held_out[: ev.max_problems]:
+            if time.monotonic() > deadline:
+                raise JobFailure(
+                    f"evaluation at step {step} took longer than timeouts.eval_s ({spec.timeouts.eval_s:.0f}s)"
+                )
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": task.prompt}], add_generation_prompt=True, tokenize=True
+            )
+            if isinstance(ids, dict):
+                ids = ids["input_ids"]
+            remaining = max(1.0, deadline - time.monotonic())
+            choices = self.stages.generate(self.job_id, list(ids), n=ev.k, temperature=ev.temperature,
+                                           top_p=ev.top_p, max_tokens=ev.max_tokens, seed=spec.seed,
+                                           timeout_s=remaining)  # fmt: skip
+            texts = [c["text"] for c in choices]
+            grades = self.stages.grade(self.job_id, task.model_dump(mode="json"), texts,
+                                       [c["finish_reason"] == "length" for c in choices], remaining)  # fmt: skip
+            problems.append(
+                ProblemResult(
+                    scores=[1.0 if g["success"] else 0.0 for g in grades],
+                    accuracies=[g["fraction"] for g in grades],
+                    answers=[" ".join(t.split()) for t in texts],
+                )
+            )
+        if not problems:
+            return
+        metrics = summarize(problems, [k for k in (1, 2, 4, 8, 16) if k <= ev.k])
+        metrics["problems"] = float(len(problems))
+        self.store.add_metrics(self.job_id, step, metrics, kind="eval")
+        self.store.add_event(self.job_id, "eval", {"step": step, "metrics": metrics})
+        self.observer.eval(self.job_id, metrics)
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _tokenizer(model_dir: Path):
+    key = str(model_dir)
+    if key not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(key)
+    return _TOKENIZERS[key]
+
+
+class Scheduler:
+    """Runs queued jobs, ``max_active`` at a time (default 1), in submission order; on start
+    it re-attaches drivers to the jobs a previous gateway left starting or running."""
+
+    def __init__(self, store: JobStore, stages: ServeStages, bus: Bus, observer: Observer,
+                 *, max_active: int = 1, poll_s: float = 0.5) -> None:  # fmt: skip
+        self.store, self.stages, self.bus, self.observer = store, stages, bus, observer
+        self.max_active, self.poll_s = max_active, poll_s
+        self.drivers: dict[str, JobDriver] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for d in self.drivers.values():
+            d.stop_event.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+            self._stop.wait(self.poll_s)
+
+    def _tick(self) -> None:
+        for job_id, d in list(self.drivers.items()):
+            if not d.thread.is_alive():
+                del self.drivers[job_id]
+        for job in self.store.active():  # left by a previous gateway, or ours
+            if job.id not in self.drivers:
+                self._launch(job)
+        while len(self.drivers) < self.max_active:
+            job = self.store.next_queued()
+            if job is None:
+                return
+            self._launch(job)
+
+    def _launch(self, job: JobRecord) -> None:
+        driver = JobDriver(self.store, self.stages, self.bus, job, self.observer)
+        self.drivers[job.id] = driver
+        if job.state == "queued":
+            self.store.transition(job.id, "starting")
+        driver.start()
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

@@ -1,0 +1,62 @@
+"""The feedback stage of one job as a Ray actor.
+
+The feedback service's Serve deployment has no per-job bus mode yet (its stage,
+``services.feedback.stage.FeedbackStage``, is only reachable in-process), so the driver
+runs that stage in a detached actor named ``distil-{job}-feedback``. It also grades
+evaluation samples on the held-out split.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import ray
+
+
+@ray.remote(num_cpus=0)
+class FeedbackJobWorker:
+    def __init__(self, config: dict[str, Any], job: str, bus: dict[str, Any], consumers: int = 2) -> None:
+        from distil.bus import Bus, BusConfig
+        from services.feedback.config import FeedbackConfig
+        from services.feedback.grading import Grader
+        from services.feedback.stage import FeedbackStage
+
+        self.grader = Grader(FeedbackConfig.model_validate(config))
+        self.stage = FeedbackStage(self.grader)
+        self.bus = Bus(BusConfig.model_validate(bus))
+        self.stop = threading.Event()
+        self.error = ""
+        self.committed = 0
+
+        def run() -> None:
+            try:
+                self.committed = self.stage.run(self.bus, job, stop=self.stop, consumers=consumers)
+            except Exception as exc:  # reported through health()
+                self.error = f"{type(exc).__name__}: {exc}"
+
+        self.thread = threading.Thread(target=run, name=f"feedback-{job}", daemon=True)
+        self.thread.start()
+
+    def health(self) -> dict[str, Any]:
+        return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def grade(
+        self, task: dict[str, Any], responses: list[str], truncated: list[bool]
+    ) -> list[dict[str, Any]]:
+        """Grade evaluation samples on the private split: reward, success, fraction of tests passed."""
+        from distil.data import Task
+
+        result = self.grader.grade_group(
+            Task.model_validate(task), responses, split="private", truncated=truncated, sources=[]
+        )
+        return [
+            {"reward": r.reward, "success": r.success, "fraction": r.fraction_passed}
+            for r in result.responses
+        ]
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.grader.close()
+        self.bus.close()

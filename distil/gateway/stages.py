@@ -1,0 +1,239 @@
+"""Starting, watching and stopping one job's stage deployments on Ray Serve.
+
+Per job the driver deploys three Serve applications -- ``distil-{job}-rollout``,
+``distil-{job}-teacher`` and ``distil-{job}-learner`` (the rollout and teacher services
+take their job at construction; the learner deployment pushes weights to the handles of
+that job's rollout and teacher) -- and one feedback actor (see feedback_worker.py). The
+learner job itself is started through the learner's jobs API on its deployment handle.
+Every wait names what it waits for and ends with :class:`StageError` after its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from distil.gateway.spec import TypedSections
+from distil.jobs.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class StageError(RuntimeError):
+    """A stage could not be started or stopped working; the message says which and why."""
+
+
+def app_names(job: str) -> dict[str, str]:
+    return {s: f"distil-{job}-{s}" for s in ("rollout", "teacher", "learner")}
+
+
+def feedback_actor_name(job: str) -> str:
+    return f"distil-{job}-feedback"
+
+
+class ServeStages:
+    """The real stages: Serve applications and a Ray actor per job."""
+
+    def __init__(self, bus: dict[str, Any]) -> None:
+        self.bus = bus  # BusConfig as a dict, with an explicit url every stage can reach
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, job: str, spec: JobSpec, typed: TypedSections, model_dir: Path, *, resume: bool) -> None:
+        """Deploy what is not running yet (non-blocking); ``wait_ready`` waits for it."""
+        import ray
+        from ray import serve
+
+        from services.learner.deployment import LearnerDeployment
+        from services.rollout.deployment import RolloutDeployment
+        from services.teacher.deployment import TeacherDeployment
+
+        names = app_names(job)
+        running = serve.status().applications
+        engine = typed.engine.model_copy(update={"model": str(model_dir)}).model_dump(mode="json")
+        place = spec.placement
+        apps = {
+            "rollout": RolloutDeployment.options(ray_actor_options={"num_gpus": place.rollout_gpus}).bind(
+                {"engine": engine, "sampling": spec.rollout.model_dump(mode="json")}, job, self.bus
+            ),
+            "teacher": TeacherDeployment.options(ray_actor_options={"num_gpus": place.teacher_gpus}).bind(
+                teacher_config(typed, engine), str(model_dir), job, self.bus
+            ),
+        }
+        receivers = {"student": [[names["rollout"], "rollout"]]}
+        if typed.teacher.kind == "self_ema" or getattr(typed.teacher, "scorer", None) is not None:
+            receivers["teacher"] = [[names["teacher"], "teacher"]]
+        apps["learner"] = LearnerDeployment.bind({"bus": self.bus, "receivers": receivers})
+        for stage in ("rollout", "teacher", "learner"):
+            name = names[stage]
+            if name in running and running[name].status in ("RUNNING", "DEPLOYING"):
+                continue
+            serve._run(apps[stage], _blocking=False, name=name, route_prefix=f"/jobs/{job}/{stage}")
+        from distil.gateway.feedback_worker import FeedbackJobWorker
+
+        feedback = (
+            {} if typed.feedback.sources is None else {"sources": typed.feedback.model_dump()["sources"]}
+        )
+        FeedbackJobWorker.options(
+            name=feedback_actor_name(job),
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+        ).remote(feedback, job, self.bus)
+        _ = ray  # imported for the actor options above
+
+    def wait_ready(self, job: str, timeout_s: float, cancelled) -> None:
+        from ray import serve
+
+        deadline = time.monotonic() + timeout_s
+        names = app_names(job)
+        while True:
+            apps = serve.status().applications
+            waiting = []
+            for stage, name in names.items():
+                app = apps.get(name)
+                status = app.status if app else "MISSING"
+                if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                    raise StageError(f"the {stage} service of job {job} failed to start: {_app_message(app)}")
+                if status != "RUNNING":
+                    waiting.append(f"{stage} ({status})")
+            health = self.feedback_health(job, timeout_s=max(1.0, deadline - time.monotonic()))
+            if health.get("error"):
+                raise StageError(f"the feedback stage of job {job} failed: {health['error']}")
+            if not waiting:
+                return
+            if cancelled():
+                return
+            if time.monotonic() > deadline:
+                raise StageError(
+                    f"waited {timeout_s:.0f}s for the stage services of job {job} to become ready; "
+                    f"still waiting for {', '.join(waiting)} (raise timeouts.stages_ready_s or check `serve status`)"
+                )
+            time.sleep(1.0)
+
+    def start_learner(self, job: str, learner_spec: dict[str, Any], timeout_s: float = 60.0) -> dict:
+        from ray import serve
+
+        from services.learner.jobs import LearnerJobSpec
+
+        handle = serve.get_app_handle(app_names(job)["learner"])
+        try:
+            status = handle.status.remote(job).result(timeout_s=timeout_s)
+            if status["state"] in ("starting", "running"):
+                return status  # a restarted gateway re-attaches to the running learner job
+        except Exception:  # 404: not started yet
+            pass
+        try:
+            return handle.start.remote(LearnerJobSpec.model_validate(learner_spec)).result(
+                timeout_s=timeout_s
+            )
+        except Exception as exc:
+            raise StageError(f"the learner refused job {job}: {exc}") from exc
+
+    # ------------------------------------------------------------------ watch
+
+    def learner_status(self, job: str, timeout_s: float = 30.0) -> dict:
+        from ray import serve
+
+        return serve.get_app_handle(app_names(job)["learner"]).status.remote(job).result(timeout_s=timeout_s)
+
+    def feedback_health(self, job: str, timeout_s: float = 30.0) -> dict:
+        import ray
+
+        try:
+            actor = ray.get_actor(feedback_actor_name(job))
+            return ray.get(actor.health.remote(), timeout=timeout_s)
+        except Exception as exc:
+            return {"alive": False, "error": f"feedback actor unavailable: {type(exc).__name__}: {exc}"}
+
+    def health(self, job: str) -> str | None:
+        """None when every stage is up, else what is wrong."""
+        from ray import serve
+
+        apps = serve.status().applications
+        for stage, name in app_names(job).items():
+            app = apps.get(name)
+            if app is None:
+                return f"the {stage} service of job {job} is gone"
+            if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                return f"the {stage} service of job {job} is {app.status}: {_app_message(app)}"
+        fb = self.feedback_health(job)
+        if fb.get("error") or not fb.get("alive", False):
+            return f"the feedback stage of job {job} stopped: {fb.get('error') or 'thread exited'}"
+        return None
+
+    # ------------------------------------------------------------------ evaluation
+
+    def generate(self, job: str, prompt_ids: list[int], *, n: int, temperature: float, top_p: float,
+                 max_tokens: int, seed: int, timeout_s: float) -> list[dict]:  # fmt: skip
+        from ray import serve
+
+        from services.rollout.deployment import CompletionRequest
+
+        handle = serve.get_app_handle(app_names(job)["rollout"])
+        req = CompletionRequest(
+            prompt=prompt_ids, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed
+        )
+        return handle.completions.remote(req).result(timeout_s=timeout_s)["choices"]
+
+    def grade(
+        self, job: str, task: dict, texts: list[str], truncated: list[bool], timeout_s: float
+    ) -> list[dict]:
+        import ray
+
+        actor = ray.get_actor(feedback_actor_name(job))
+        return ray.get(actor.grade.remote(task, texts, truncated), timeout=timeout_s)
+
+    # ------------------------------------------------------------------ stop
+
+    def stop_learner(self, job: str, timeout_s: float = 60.0) -> None:
+        from ray import serve
+
+        try:
+            serve.get_app_handle(app_names(job)["learner"]).stop.remote(job).result(timeout_s=timeout_s)
+        except Exception as exc:
+            log.warning("could not stop the learner job %s: %s", job, exc)
+
+    def teardown(self, job: str) -> None:
+        import ray
+        from ray import serve
+
+        try:
+            actor = ray.get_actor(feedback_actor_name(job))
+            try:
+                ray.get(actor.shutdown.remote(), timeout=60)
+            finally:
+                ray.kill(actor)
+        except ValueError:
+            pass  # never started
+        except Exception as exc:
+            log.warning("feedback actor of %s did not stop cleanly: %s", job, exc)
+        for name in app_names(job).values():
+            try:
+                serve.delete(name, _blocking=False)
+            except Exception as exc:
+                log.warning("could not delete Serve application %s: %s", name, exc)
+
+
+def teacher_config(typed: TypedSections, engine: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's config; a self-teacher without its own engine settings gets the rollout
+    engine's (same model, same limits), so a spec names the model once."""
+    teacher = typed.teacher.model_dump(mode="json")
+    if teacher["kind"] in ("self_ema", "self_frozen") and teacher.get("engine") is None:
+        teacher["engine"] = engine
+    scorer = teacher.get("scorer")
+    if teacher["kind"] == "black_box" and scorer is not None and scorer.get("engine") is None:
+        scorer["engine"] = engine
+    return teacher
+
+
+def _app_message(app) -> str:
+    if app is None:
+        return "missing"
+    parts = [app.message] if app.message else []
+    for name, dep in (app.deployments or {}).items():
+        if dep.message:
+            parts.append(f"{name}: {dep.message}")
+    return "; ".join(parts) or app.status
