@@ -6,6 +6,7 @@ import torch
 
 from distil.losses.batch import LossBatch
 from distil.losses.config import ObjectiveConfig
+from distil.losses.support import StudentLogprobs, support_logprobs
 
 LOG_RATIO_CLAMP = 20.0
 
@@ -72,3 +73,17 @@ def is_metrics(ratio: torch.Tensor, mask: torch.Tensor, cfg: ObjectiveConfig) ->
         "is_ratio_max": masked_max(ratio, mask),
         "is_clip_frac": masked_mean(clipped, mask),
     }
+
+
+def teacher_support(cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch):
+    """For distillation objectives: the valid-token mask (response AND teacher mask) and the
+    student's and teacher's log-probs over the K(+1) buckets."""
+    mask = token_mask(batch, student.token_logprobs.dtype, use_teacher_mask=True)
+    lp_s, lp_t = support_logprobs(
+        student.topk_logprobs,
+        batch.teacher_topk_logprobs,
+        tail=cfg.topk_tail,
+        vocab_size=student.vocab_size,
+        samples=cfg.teacher_samples,
+    )
+    return mask, lp_s, lp_t

@@ -6,9 +6,9 @@ import torch
 
 from distil.losses.base import Objective
 from distil.losses.batch import LossBatch
-from distil.losses.common import aggregate, is_metrics, is_weights, masked_max, masked_mean, token_mask
+from distil.losses.common import aggregate, is_metrics, is_weights, masked_max, masked_mean, teacher_support
 from distil.losses.config import ObjectiveConfig
-from distil.losses.support import StudentLogprobs, support_logprobs
+from distil.losses.support import StudentLogprobs
 
 
 def future_credit(ce: torch.Tensor, mask: torch.Tensor, *, length_normalize: bool) -> torch.Tensor:
@@ -56,14 +56,7 @@ class DistIL(Objective):
         self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None
     ):
         tok_lp = student.token_logprobs
-        mask = token_mask(batch, tok_lp.dtype, use_teacher_mask=True)
-        lp_s, lp_t = support_logprobs(
-            student.topk_logprobs,
-            batch.teacher_topk_logprobs,
-            tail=cfg.topk_tail,
-            vocab_size=student.vocab_size,
-            samples=cfg.teacher_samples,
-        )
+        mask, lp_s, lp_t = teacher_support(cfg, student, batch)
         p_t = lp_t.exp()
         ce = -(p_t * lp_s).sum(-1)
         per_token = ce

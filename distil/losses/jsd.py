@@ -8,9 +8,9 @@ import torch
 
 from distil.losses.base import Objective
 from distil.losses.batch import LossBatch
-from distil.losses.common import aggregate, is_metrics, is_weights, masked_mean, token_mask
+from distil.losses.common import aggregate, is_metrics, is_weights, masked_mean, teacher_support
 from distil.losses.config import ObjectiveConfig
-from distil.losses.support import StudentLogprobs, support_logprobs
+from distil.losses.support import StudentLogprobs
 
 
 def generalized_jsd(lp_s: torch.Tensor, lp_t: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -39,13 +39,7 @@ class GeneralizedJSD(Objective):
         self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None
     ):
         tok_lp = student.token_logprobs
-        mask = token_mask(batch, tok_lp.dtype, use_teacher_mask=True)
-        lp_s, lp_t = support_logprobs(
-            student.topk_logprobs,
-            batch.teacher_topk_logprobs,
-            tail=cfg.topk_tail,
-            vocab_size=student.vocab_size,
-        )
+        mask, lp_s, lp_t = teacher_support(cfg, student, batch)
         div = generalized_jsd(lp_s, lp_t, cfg.alpha)
         weight, ratio = is_weights(tok_lp, batch, cfg)
         loss = aggregate(weight * div, mask, cfg, normalizer)

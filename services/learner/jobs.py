@@ -75,28 +75,15 @@ class LearnerJob:
         spec = self.spec
         model_dir = resolve_model(spec.model)
         ckpt = spec.checkpoint_dir or data_dir() / "jobs" / spec.job_id / "checkpoints"
+        args = (model_dir, spec.objective, spec.train, ckpt)
+        kwargs = {"keep_last": spec.keep_last, "transport": self.transport}
         if spec.world_size == 1:
             from services.learner.backend import LocalTrainer
 
-            return LocalTrainer(
-                model_dir,
-                spec.objective,
-                spec.train,
-                ckpt,
-                keep_last=spec.keep_last,
-                transport=self.transport,
-            )
+            return LocalTrainer(*args, **kwargs)
         from services.learner.workers import TrainerGroup
 
-        return TrainerGroup(
-            model_dir,
-            spec.objective,
-            spec.train,
-            ckpt,
-            world_size=spec.world_size,
-            keep_last=spec.keep_last,
-            transport=self.transport,
-        )
+        return TrainerGroup(*args, world_size=spec.world_size, **kwargs)
 
     def _on_step(self, version: int, metrics: dict[str, float]) -> None:
         self.last_metrics = dict(metrics)
