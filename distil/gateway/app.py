@@ -196,6 +196,24 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(observer.render(), media_type="text/plain; version=0.0.4")
 
+    @app.get("/v1/prometheus/targets", dependencies=auth, responses=unauthorized)
+    async def prometheus_targets(request: Request) -> list[dict[str, Any]]:
+        """Prometheus HTTP service discovery: the /metrics of every active job's stage services
+        (served by the same HTTP proxy as this API)."""
+        host = request.headers.get("host") or "127.0.0.1:8000"
+        return [
+            {
+                "targets": [host],
+                "labels": {
+                    "__metrics_path__": f"/jobs/{job.id}/{stage}/metrics",
+                    "job_id": job.id,
+                    "stage": stage,
+                },
+            }
+            for job in store.active()
+            for stage in ("rollout", "teacher", "learner")
+        ]
+
     @app.post(
         "/v1/jobs",
         status_code=201,

@@ -159,7 +159,6 @@ class JobDriver:
         last_event = time.monotonic()
         last_sample = last_health = 0.0
         next_eval = self._next_eval(spec, step)
-        evaluator = None
         while True:
             if self.stop_event.is_set():
                 return  # the gateway is going away; a restarted one re-attaches
@@ -203,8 +202,8 @@ class JobDriver:
                     raise JobFailure(f"learner failed at step {ev.step}: {ev.error}")
                 elif isinstance(ev, JobFinished):
                     events.ack([d])
-                    if spec.evaluation.at_end and held_out and (evaluator or True):
-                        self._evaluate(spec, held_out, model_dir, ev.step)
+                    if spec.evaluation.at_end and held_out:
+                        self._evaluate_safely(spec, held_out, model_dir, ev.step)
                     self.store.transition(job_id, "completed", "")
                     self.store.add_event(
                         job_id, "finished", {"step": ev.step, "checkpoint": ev.final_checkpoint}
@@ -213,13 +212,17 @@ class JobDriver:
                 events.ack([d])
             now = time.monotonic()
             if next_eval is not None and step >= next_eval and held_out:
-                self._evaluate(spec, held_out, model_dir, step)
+                self._evaluate_safely(spec, held_out, model_dir, step)
                 next_eval = self._next_eval(spec, step)
                 last_event = time.monotonic()
             if now - last_sample > 5.0:
                 last_sample = now
                 self._sample_recent(job_id)
-                self.observer.backlog(job_id, {s: self._safe_backlog(s) for s in STREAMS})
+                self.observer.backlog(
+                    job_id,
+                    {s: self._safe_backlog(s) for s in STREAMS},
+                    {s: self._pending(s) for s in STREAMS},
+                )
             if now - last_health > 10.0:
                 last_health = now
                 problem = self.stages.health(job_id)
@@ -265,6 +268,15 @@ class JobDriver:
         except Exception:
             return -1
 
+    def _pending(self, stream: str) -> int:
+        """Entries delivered to the stream's consumer group and not yet committed."""
+        key = self.bus.stream(self.job_id, stream)
+        try:
+            groups = self.bus.call(f"reading the groups of {key}", lambda r: r.xinfo_groups(key))
+        except Exception:  # the stream does not exist yet
+            return 0
+        return sum(int(g.get("pending", 0)) for g in groups)
+
     def _sample_recent(self, job_id: str) -> None:
         """Peek at the newest scored groups (without consuming them) for GET .../samples."""
         key = self.bus.stream(job_id, "scored")
@@ -309,6 +321,16 @@ class JobDriver:
         seen = {s.get("group_id") for s in self.store.samples(job_id, limit=8)}
         self.store.add_samples(job_id, [s for s in out if s["group_id"] not in seen])
 
+    def _evaluate_safely(self, spec: JobSpec, held_out: list[Task], model_dir: Path, step: int) -> None:
+        """An evaluation that fails is reported (event ``eval_failed``) but does not end training."""
+        try:
+            self._evaluate(spec, held_out, model_dir, step)
+        except Exception as exc:
+            log.warning("evaluation of %s at step %d failed: %s", self.job_id, step, exc)
+            self.store.add_event(
+                self.job_id, "eval_failed", {"step": step, "error": f"{type(exc).__name__}: {exc}"}
+            )
+
     def _evaluate(self, spec: JobSpec, held_out: list[Task], model_dir: Path, step: int) -> None:
         """avg@k, pass@k, maj@k, best@k on the held-out split, sampled by the rollout service's
         current policy and graded on the private tests."""
@@ -326,7 +348,7 @@ class JobDriver:
             ids = tokenizer.apply_chat_template(
                 [{"role": "user", "content": task.prompt}], add_generation_prompt=True, tokenize=True
             )
-            if isinstance(ids, dict):
+            if hasattr(ids, "keys"):  # a BatchEncoding (transformers >= 5)
                 ids = ids["input_ids"]
             remaining = max(1.0, deadline - time.monotonic())
             choices = self.stages.generate(self.job_id, list(ids), n=ev.k, temperature=ev.temperature,

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.models.conftest import smollm2_dir  # noqa: F401  (shared session fixtures)
+from tests.engine.conftest import smollm2_dir, vllm_tiny_dir  # noqa: F401  (shared session fixtures)
 from tests.teacher.vllm_server import free_port
 
 TOKEN = "gateway-test-token"
