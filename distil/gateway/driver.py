@@ -106,7 +106,11 @@ class JobDriver:
             self.store.add_event(job_id, "prepared", {"model": str(model_dir), "train": len(train),
                                                       "eval": len(held_out)})  # fmt: skip
             self.stages.start(job_id, spec, typed, model_dir, resume=self.resume)
-            self.stages.wait_ready(job_id, spec.timeouts.stages_ready_s, self.cancelled)
+            self.stages.wait_ready(
+                job_id, spec.timeouts.stages_ready_s, lambda: self.stop_event.is_set() or self.cancelled()
+            )
+            if self.stop_event.is_set():
+                return
             if not self.cancelled():
                 self.stages.start_learner(job_id, self._learner_spec(spec, typed, model_dir))
                 if self.store.get(job_id).state == "starting":
@@ -120,10 +124,17 @@ class JobDriver:
             log.error("driver of %s crashed:\n%s", job_id, traceback.format_exc())
             self._fail(f"driver error: {type(exc).__name__}: {exc}")
         finally:
-            if self.store.get(job_id).state in ("completed", "failed", "cancelled"):
+            if not self.stop_event.is_set() and self.store.get(job_id).state in (
+                "completed",
+                "failed",
+                "cancelled",
+            ):
                 self.stages.teardown(job_id)
 
     def _fail(self, reason: str) -> None:
+        if self.stop_event.is_set():  # the gateway is shutting down: leave the job to the next one
+            log.info("job %s left as it is at gateway shutdown (%s)", self.job_id, reason)
+            return
         log.warning("job %s failed: %s", self.job_id, reason)
         try:
             self.store.transition(self.job_id, "failed", reason)
@@ -405,6 +416,8 @@ class Scheduler:
         for d in self.drivers.values():
             d.stop_event.set()
         self.thread.join(timeout=10)
+        for d in self.drivers.values():  # each returns within one poll (or its current call)
+            d.thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self._stop.is_set():
