@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,15 +28,21 @@ from services.feedback.sandbox import SandboxConfig, make_sandbox  # noqa: E402
 TRIVIAL = "pass\n"
 
 
-def rate(fn, runs: int, workers: int) -> float:
-    start = time.perf_counter()
+def _cpu() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def rate(fn, runs: int, workers: int) -> tuple[float, float]:
+    """(runs/s, CPU ms per run of this process and every child it reaped)."""
+    cpu, start = _cpu(), time.perf_counter()
     if workers == 1:
         for _ in range(runs):
             fn()
     else:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda _: fn(), range(runs)))
-    return runs / (time.perf_counter() - start)
+    return runs / (time.perf_counter() - start), (_cpu() - cpu) / runs * 1000
 
 
 LOOP = "import time\nt = time.process_time()\nn = 0\nwhile n < {loops}:\n    n += 1\nprint(time.process_time() - t)\n"
@@ -86,7 +93,7 @@ def main() -> None:
         bare_seq = rate(bare, args.runs, 1)
         box_seq = rate(boxed, args.runs, 1)
         rows.append(("trivial, sequential", bare_seq, box_seq))
-        rows.append(("  (bare with -S, no site)", rate(bare_nosite, args.runs, 1), box_seq))
+        rows.append(("  vs bare with -S (no site)", rate(bare_nosite, args.runs, 1), box_seq))
         bare_conc = rate(bare, args.runs, args.slots)
         box_conc = rate(boxed, args.runs, args.slots)
         rows.append((f"trivial, {args.slots} concurrent", bare_conc, box_conc))
@@ -106,18 +113,26 @@ def main() -> None:
     )
     print(f"isolation: {sandbox.isolation.level}; load average before: {os.getloadavg()[0]:.2f}")
     print()
-    print(f"| {'case':28s} | {'bare python3 runs/s':>19s} | {'sandbox runs/s':>14s} | {'ratio':>5s} |")
-    print(f"|{'-' * 30}|{'-' * 21}|{'-' * 16}|{'-' * 7}|")
-    for name, b, s in rows:
-        print(f"| {name:28s} | {b:19.1f} | {s:14.1f} | {s / b:5.2f} |")
+    print(
+        f"| {'case':28s} | {'bare python3 runs/s':>19s} | {'sandbox runs/s':>14s} | {'ratio':>5s} "
+        f"| {'bare CPU ms/run':>15s} | {'sandbox CPU ms/run':>18s} |"
+    )
+    print(f"|{'-' * 30}|{'-' * 21}|{'-' * 16}|{'-' * 7}|{'-' * 17}|{'-' * 20}|")
+    for name, (b, bc), (s, sc) in rows:
+        print(f"| {name:28s} | {b:19.1f} | {s:14.1f} | {s / b:5.2f} | {bc:15.1f} | {sc:18.1f} |")
     print()
     print(
         f"calibrated 0.5 s program x {len(results)} at {workers} concurrent (timeout 5 s): "
         f"{timeouts} timed out, {not_ok} not ok, mean loop CPU {cpu:.2f} s, max wall {wall:.2f} s"
     )
+    capacity = cores * 1000 / box_conc[1]
     print(
-        f"ratio (sandbox/bare, sequential): {box_seq / bare_seq:.2f}  (target >= 0.5); "
-        f"{args.slots} slots: {box_conc:.1f} runs/s (target >= 100)"
+        f"CPU-bound capacity of this machine if idle: {cores} cores / {box_conc[1]:.1f} ms per sandboxed run "
+        f"= {capacity:.0f} runs/s"
+    )
+    print(
+        f"ratio (sandbox/bare, sequential): {box_seq[0] / bare_seq[0]:.2f}  (target >= 0.5); "
+        f"{args.slots} slots: {box_conc[0]:.1f} runs/s (target >= 100)"
     )
 
 
