@@ -216,8 +216,8 @@ def test_sandbox_dies_with_the_service(tmp_path):
         proc.kill()
         proc.wait(timeout=10)
         proc.stdout.close()
-    # Its orphans are re-parented to the nearest subreaper: this test process, if it already
-    # made a sandbox (as the service does), which then reaps them like the service would.
+    # Its orphans are re-parented to the nearest subreaper: this test process, if the process
+    # backend already made it one; it then reaps them as the service would.
     from services.feedback.sandbox.reaper import reap_orphans_of
 
     deadline = time.monotonic() + 5

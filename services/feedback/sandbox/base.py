@@ -42,6 +42,10 @@ class Launch:
 
 
 class BaseSandbox(ABC):
+    # Orphans of a run come back to this process to be reaped (process backend: a daemon's
+    # parent exits; the host's init may never reap, and zombies count against NPROC).
+    needs_subreaper = False
+
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.slots = SlotPool(config.slots, config.uid_base, config.slot_wait_s)
@@ -51,7 +55,8 @@ class BaseSandbox(ABC):
             drop_uid=self.slots.drop_uid,
             cache_dir=Path(config.runtime_cache_dir),
         )
-        become_subreaper()
+        if self.needs_subreaper:
+            become_subreaper()
 
     @property
     @abstractmethod

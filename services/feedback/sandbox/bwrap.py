@@ -63,7 +63,10 @@ class BwrapSandbox(BaseSandbox):
         return self._isolation
 
     def _static_args(self) -> list[str]:
-        args = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        # --as-pid-1: the program is the pid namespace's init and bwrap's direct child, so bwrap
+        # reaps it (its CPU time is counted) and nothing is orphaned; killing it (from outside,
+        # which init cannot ignore) takes the whole namespace down.
+        args = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         args += ["--hostname", "sandbox", "--clearenv"]
         pythonpath = SITE_IN_SANDBOX if self.runtime.packages else ""
         for key, value in self.runtime.env(WORKDIR, pythonpath=pythonpath).items():

@@ -21,6 +21,8 @@ from .slots import Slot
 
 
 class ProcessSandbox(BaseSandbox):
+    needs_subreaper = True
+
     def __init__(self, config: SandboxConfig) -> None:
         super().__init__(config)
         self._seccomp = seccomp.Installer() if config.seccomp and seccomp.supported() else None

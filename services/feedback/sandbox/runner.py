@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .reaper import reap
-
 # After the main process exits, how long to keep draining pipes that something else
 # (a leftover child) still holds open before giving up on them.
 DRAIN_GRACE_S = 0.25
@@ -109,25 +107,14 @@ def _child_pid(info: bytes) -> int | None:
         return None
 
 
-def _read_rest(fd: int, info: bytearray) -> bytearray:
-    try:
-        while chunk := os.read(fd, 4096):
-            info += chunk
-    except (BlockingIOError, OSError):
-        pass
-    return info
-
-
-def _kill_sandbox(pid: int, pidfd: int, child: int | None) -> None:
+def _kill_sandbox(pid: int, pidfd: int, child_pidfd: int | None) -> None:
     """Kill the sandbox's pid 1 first (the kernel then kills its whole pid namespace and
-    bwrap exits by itself); the process group of the launched process in any case."""
-    if child is not None:
+    bwrap exits by itself); the process group of the launched process in any case. The
+    pid 1 is addressed through a pidfd taken while it was alive, so a recycled pid is
+    never hit."""
+    if child_pidfd is not None:
         try:
-            cfd = os.pidfd_open(child)
-            try:
-                signal.pidfd_send_signal(cfd, signal.SIGKILL)
-            finally:
-                os.close(cfd)
+            signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)
             selectors_wait(pidfd, KILL_GRACE_S)
         except (ProcessLookupError, OSError):
             pass
@@ -160,8 +147,8 @@ def launch(
     or when either stream exceeds its cap. Never raises for anything the child does.
 
     ``info_fd`` is the read end of bwrap's ``--info-fd`` pipe: it names the sandbox's pid 1
-    (in our pid namespace), which is what gets killed -- taking the whole pid namespace
-    with it -- and reaped afterwards (it is re-parented to us, the subreaper)."""
+    (in our pid namespace), which is what gets killed, taking the whole pid namespace with
+    it; bwrap then reaps it and exits."""
     proc = subprocess.Popen(
         list(argv),
         stdin=stdin_fd,
@@ -188,6 +175,7 @@ def launch(
     truncated = {"stdout": False, "stderr": False}
     killed: str | None = None
     info = bytearray()
+    child_pidfd: int | None = None
     sel = selectors.DefaultSelector()
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -221,6 +209,11 @@ def launch(
                     continue
                 if key.data == "info":
                     info += chunk[: 4096 - len(info)]
+                    if child_pidfd is None and (child := _child_pid(info)) is not None:
+                        try:
+                            child_pidfd = os.pidfd_open(child)
+                        except ProcessLookupError:
+                            pass
                     continue
                 buf, cap = bufs[key.data], caps[key.data]
                 room = cap - len(buf)
@@ -233,11 +226,11 @@ def launch(
         lingering = _streams_open(sel)  # pipes held open by something that outlived the child
         killed_cpu_s = 0.0
         if killed or not exited or lingering:
-            killed_cpu_s = tree_cpu_s(_child_pid(info) or proc.pid)
-            _kill_sandbox(proc.pid, pidfd, _child_pid(info))
+            killed_cpu_s = tree_cpu_s(proc.pid)
+            _kill_sandbox(proc.pid, pidfd, child_pidfd)
             on_kill()
     except BaseException:  # our own failure mid-run: never leave the child behind
-        _kill_sandbox(proc.pid, pidfd, _child_pid(info))
+        _kill_sandbox(proc.pid, pidfd, child_pidfd)
         on_kill()
         os.wait4(proc.pid, 0)
         proc.returncode = -9
@@ -245,16 +238,14 @@ def launch(
     finally:
         sel.close()
         os.close(pidfd)
+        if child_pidfd is not None:
+            os.close(child_pidfd)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from reaping twice
     cpu_s = usage.ru_utime + usage.ru_stime
-    if info_fd is not None:
-        child = _child_pid(info) or _child_pid(_read_rest(info_fd, info))
-        if child is not None:
-            cpu_s += reap(child)
     return RawRun(
         wait_status=status,
         cpu_s=max(cpu_s, killed_cpu_s),
