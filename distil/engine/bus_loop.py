@@ -68,8 +68,12 @@ def run_consumer(
     drain_timeout_s: float = 120.0,
     stats: LoopStats | None = None,
 ) -> LoopStats:
+    """Read with blocking reads (no polling) while there is room; results are committed by
+    a second thread as soon as each handler finishes."""
     stats = stats or LoopStats()
-    inflight: dict[concurrent.futures.Future, Any] = {}
+    cond = threading.Condition()
+    inflight: dict[str, Any] = {}  # entry id -> delivery
+    finished: list[tuple[concurrent.futures.Future, Any]] = []
 
     def finish(fut, delivery) -> None:
         try:
@@ -82,37 +86,68 @@ def run_consumer(
         except Exception as exc:  # transient: left pending, retried by the bus
             consumer.fail(delivery, exc)
             stats.failed += 1
-            log.exception("group %s failed (attempt %d)", delivery.message_id, delivery.attempt)
+            log.error("group %s failed (attempt %d): %s", delivery.message_id, delivery.attempt, exc)
         else:
             consumer.commit(delivery, out)
             stats.committed += 1
 
-    def reap(timeout: float) -> None:
-        done, _ = concurrent.futures.wait(list(inflight), timeout=timeout, return_when="FIRST_COMPLETED")
-        for fut in done:
-            finish(fut, inflight.pop(fut))
+    def on_done(fut, delivery) -> None:
+        with cond:
+            finished.append((fut, delivery))
+            cond.notify_all()
 
-    while not stop.is_set():
-        if max_messages is not None and stats.committed + stats.dead_lettered >= max_messages:
-            break
-        room = max_inflight - len(inflight)
-        if room > 0:
-            busy = {d.entry_id for d in inflight.values()}
-            for d in consumer.read(count=room, block_s=0.02 if inflight else 0.5):
+    def committer() -> None:
+        while True:
+            with cond:
+                while not finished and not (done_reading.is_set() and not inflight):
+                    cond.wait(timeout=1.0)
+                batch, finished[:] = list(finished), []
+                if not batch and done_reading.is_set() and not inflight:
+                    return
+            for fut, delivery in batch:
+                try:
+                    finish(fut, delivery)
+                except Exception:  # the bus itself failed (e.g. Redis gone past its timeout)
+                    log.exception("could not commit group %s; the bus will redeliver it", delivery.message_id)
+                with cond:
+                    inflight.pop(delivery.entry_id, None)
+                    cond.notify_all()
+
+    done_reading = threading.Event()
+    commit_thread = threading.Thread(target=committer, name="bus-loop-committer", daemon=True)
+    commit_thread.start()
+    try:
+        while not stop.is_set():
+            if max_messages is not None and stats.committed + stats.dead_lettered >= max_messages:
+                break
+            with cond:
+                while len(inflight) >= max_inflight and not stop.is_set():
+                    cond.wait(timeout=0.5)
+                room = max_inflight - len(inflight)
+                busy = set(inflight)
+            if room <= 0:
+                continue
+            for d in consumer.read(count=room, block_s=0.5):
                 if d.entry_id in busy:  # our own entry, reclaimed while still in flight
                     continue
-                inflight[asyncio.run_coroutine_threadsafe(handle(d.group), loop)] = d
-        if inflight:
-            reap(0.02)
-    deadline = time.monotonic() + drain_timeout_s
-    while inflight and time.monotonic() < deadline:
-        reap(min(1.0, max(0.0, deadline - time.monotonic())))
-    if inflight:
-        log.warning(
-            "%d groups still in flight after %.0fs; the bus will redeliver them",
-            len(inflight),
-            drain_timeout_s,
-        )
+                with cond:
+                    inflight[d.entry_id] = d
+                fut = asyncio.run_coroutine_threadsafe(handle(d.group), loop)
+                fut.add_done_callback(lambda f, d=d: on_done(f, d))
+    finally:
+        deadline = time.monotonic() + drain_timeout_s
+        with cond:
+            while inflight and time.monotonic() < deadline:
+                cond.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            left = len(inflight)
+            inflight.clear()
+            done_reading.set()
+            cond.notify_all()
+        commit_thread.join(timeout=30)
+        if left:
+            log.warning(
+                "%d groups still in flight after %.0fs; the bus will redeliver them", left, drain_timeout_s
+            )
     return stats
 
 

@@ -18,7 +18,9 @@ which owns one) and call :meth:`shutdown` when done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -117,6 +119,7 @@ class Engine:
             max_tokens=min(sampling.max_tokens, self.config.max_model_len - len(ids)),
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
+            ignore_eos=sampling.ignore_eos,
             logprobs=0,  # the sampled token's log-prob only
             flat_logprobs=True,
             output_kind=RequestOutputKind.FINAL_ONLY,
@@ -260,20 +263,20 @@ class Engine:
         try:
             await self._rpc("distil_begin_update", version)
             names: list[str] = []
-            batch: list[tuple[str, list[int], bytes]] = []
+            batch: list[torch.Tensor] = []
             size = 0
             for name, tensor in with_tied_head(named_tensors, self.tied_embeddings):
-                t = tensor.detach().to("cpu", self.dtype)
+                t = tensor.detach().to("cpu", self.dtype).contiguous()
                 names.append(name)
-                batch.append(pack_tensor(t))
+                batch.append(t)
                 size += t.numel() * t.element_size()
                 tensors += 1
                 if size >= limit:
-                    await self._rpc("distil_load_chunk", version, names, batch)
+                    await self._send_chunk(version, names, batch, chunks)
                     chunks += 1
                     names, batch, size = [], [], 0
             if names:
-                await self._rpc("distil_load_chunk", version, names, batch)
+                await self._send_chunk(version, names, batch, chunks)
                 chunks += 1
             missing = (await self._rpc("distil_finish_update", version))[0]
             if missing:
@@ -291,6 +294,31 @@ class Engine:
         if tensors == 0:
             raise EngineError(f"weight update to version {version} carried no tensors")
         return tensors, chunks
+
+    async def _send_chunk(
+        self, version: int, names: list[str], batch: list[torch.Tensor], index: int
+    ) -> None:
+        if self.config.weight_transport == "rpc":
+            await self._rpc("distil_load_chunk", version, names, [pack_tensor(t) for t in batch])
+            return
+        from safetensors.torch import save_file
+
+        path = os.path.join(
+            self.config.weight_dir, f"distil-weights-{os.getpid()}-{version}-{index}.safetensors"
+        )
+        try:
+            # Tied tensors share storage; safetensors wants each stored once.
+            save_file(
+                {
+                    n: t.clone() if t.data_ptr() in _seen(batch, t) else t
+                    for n, t in zip(names, batch, strict=True)
+                },
+                path,
+            )
+            await self._rpc("distil_load_file", version, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     async def _verify(self, probe: Probe, version: int, previous: int) -> float:
         got = await self.score_tokens(probe.token_ids)
@@ -330,6 +358,16 @@ class Engine:
             # Drop the engine now, while modules are alive: AsyncLLM.__del__ at interpreter
             # exit would otherwise call into half-torn-down modules.
             self.llm = None  # type: ignore[assignment]
+
+
+def _seen(batch: list[torch.Tensor], t: torch.Tensor) -> set[int]:
+    """Storage pointers of the tensors before ``t`` in ``batch`` (to copy shared ones)."""
+    out = set()
+    for other in batch:
+        if other is t:
+            break
+        out.add(other.data_ptr())
+    return out
 
 
 def fit_prompt(ids: list[int], max_model_len: int, overlong: str) -> list[int]:

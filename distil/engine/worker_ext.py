@@ -1,7 +1,9 @@
 """Worker extension loaded into every vLLM worker (``worker_extension_cls``): in-place weight updates.
 
-An update is three collective RPCs: ``distil_begin_update(version)``, any number of
-``distil_load_chunk(version, names, tensors)`` and ``distil_finish_update(version)``.
+An update is three kinds of collective RPC: ``distil_begin_update(version)``, any number of
+``distil_load_chunk(version, names, packed)`` (tensors as bytes through vLLM's RPC) or
+``distil_load_file(version, path)`` (a safetensors file in shared memory on the same host,
+read without further copies), and ``distil_finish_update(version)``.
 It follows vLLM's own in-place reload (``model_loader.reload``): layers are put back in
 checkpoint format, loaded chunk by chunk in Hugging Face names, and re-processed into
 the kernels' layout once complete. That re-processing matters on CPU, where linear
@@ -58,6 +60,24 @@ class WeightUpdateExtension:
         tensors = [unpack_tensor(*p) for p in packed]
         with set_current_vllm_config(self.vllm_config), torch.no_grad():
             loaded = self._distil_model().load_weights(list(zip(names, tensors, strict=True)))
+        self._distil_loaded |= set(loaded or ())
+        return len(names)
+
+    def distil_load_file(self, version: int, path: str) -> int:
+        """Load one chunk written by the engine process as a safetensors file (same host)."""
+        from safetensors import safe_open
+        from vllm.config import set_current_vllm_config
+
+        if getattr(self, "_distil_pending", None) != int(version):
+            raise RuntimeError(
+                f"weight file for version {version} arrived but the update in progress is "
+                f"{getattr(self, '_distil_pending', None)}; call distil_begin_update first"
+            )
+        with safe_open(path, framework="pt") as f:
+            names = list(f.keys())
+            tensors = [(n, f.get_tensor(n)) for n in names]
+        with set_current_vllm_config(self.vllm_config), torch.no_grad():
+            loaded = self._distil_model().load_weights(tensors)
         self._distil_loaded |= set(loaded or ())
         return len(names)
 

@@ -118,10 +118,11 @@ class ExternalTeacher:
         )
 
     def close(self) -> None:
+        """Best effort: the HTTP client belongs to the loop it was used on."""
         try:
             asyncio.get_running_loop().create_task(self.remote.aclose())
         except RuntimeError:
-            asyncio.run(self.remote.aclose())
+            pass  # no loop running here: the connections close with the process
 
 
 def parse_prompt_logprobs(body: dict, input_ids: list[int], start: int, k: int) -> TeacherScores:

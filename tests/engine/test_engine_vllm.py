@@ -30,7 +30,12 @@ def engine(vllm_tiny_dir):
 
     runner = EngineRunner(
         EngineConfig(
-            model=str(vllm_tiny_dir), enforce_eager=True, kv_cache_gib=0.5, max_model_len=256, max_logprobs=20
+            model=str(vllm_tiny_dir),
+            enforce_eager=True,
+            kv_cache_gib=0.5,
+            max_model_len=256,
+            max_logprobs=20,
+            probe_tolerance=0.02,  # bf16 noise on this model is ~0.001
         )
     )
     yield runner
@@ -174,14 +179,15 @@ def test_weight_update_changes_outputs_and_probe_verifies(engine, base_hf, alt_h
     assert np.abs(engine.score_tokens(prompt) - before).mean() < TOL_MEAN
 
 
-def test_chunked_update_in_many_messages(engine, base_hf, alt_hf, vllm_tiny_dir):
+@pytest.mark.parametrize("transport", ["file", "rpc"])
+def test_chunked_update_in_many_messages(engine, base_hf, alt_hf, transport):
     from distil.engine.engine import Engine
 
     prompt = engine.engine.prompt_ids(MESSAGES)
     v = engine.version + 1
     eng: Engine = engine.engine
     old = eng.config
-    eng.config = old.model_copy(update={"weight_chunk_mib": 0.001})  # one tensor per chunk
+    eng.config = old.model_copy(update={"weight_chunk_mib": 0.001, "weight_transport": transport})
     try:
         probe = Probe(tuple(prompt), tuple(token_logprobs(alt_hf, prompt)))
         result = engine.update_weights(list(alt_hf.state_dict().items()), v, probe)
