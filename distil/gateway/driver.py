@@ -112,7 +112,8 @@ class JobDriver:
             if self.stop_event.is_set():
                 return
             if not self.cancelled():
-                self.stages.start_learner(job_id, self._learner_spec(spec, typed, model_dir))
+                if not self._start_learner(spec, typed, model_dir):
+                    return
                 if self.store.get(job_id).state == "starting":
                     self.store.transition(job_id, "running")
             self._loop(spec, typed, train, held_out, model_dir)
@@ -141,11 +142,46 @@ class JobDriver:
         except Exception:
             log.exception("could not record the failure of %s", self.job_id)
 
-    def _learner_spec(self, spec: JobSpec, typed: TypedSections, model_dir: Path) -> dict[str, Any]:
+    def _start_learner(self, spec: JobSpec, typed: TypedSections, model_dir: Path) -> bool:
+        """Start (or re-attach to) the learner job; False when nothing is left to train.
+
+        A learner started afresh for a resumed job restores its last checkpoint and counts
+        its steps from there, so the driver records ``step_offset`` (the checkpoint's step)
+        and ``issued_base`` (groups issued before, minus those still on the streams, which
+        the new learner will still consume) next to the prompt cursor."""
+        job_id = self.job_id
+        if self.stages.learner_state(job_id) not in ("starting", "running"):
+            # Events a previous learner run wrote after its driver stopped reading (its last
+            # step and checkpoint at a cancel) belong to that run: record them first.
+            self._drain_events(int(self.store.get(job_id).cursor.get("step_offset", 0)))
+        checkpoints = self.store.checkpoints(job_id)
+        resume_from = checkpoints[-1]["step"] if checkpoints else 0
+        if resume_from >= spec.steps:
+            self.store.transition(job_id, "completed", "")
+            self.store.add_event(
+                job_id, "finished", {"step": resume_from, "checkpoint": checkpoints[-1]["path"]}
+            )
+            return False
+        status = self.stages.start_learner(
+            job_id, self._learner_spec(spec, typed, model_dir, spec.steps - resume_from)
+        )
+        if not status.get("attached"):
+            job = self.store.get(job_id)
+            on_streams = sum(max(self._safe_backlog(s), 0) for s in STREAMS)
+            base = {
+                "step_offset": resume_from,
+                "issued_base": max(Cursor.from_dict(job.cursor).issued - on_streams, 0),
+            }
+            self.store.save_cursor(job_id, {**job.cursor, **base})
+        return True
+
+    def _learner_spec(
+        self, spec: JobSpec, typed: TypedSections, model_dir: Path, steps: int
+    ) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "model": str(model_dir),
-            "steps": spec.steps,
+            "steps": steps,
             "objective": spec.objective.model_dump(exclude_unset=True),
             "train": typed.training.model_dump(mode="json"),
             "stage": typed.learner.model_dump(mode="json"),
@@ -165,8 +201,10 @@ class JobDriver:
         producer = self.bus.producer(job_id, "prompts")
         events = self.bus.consumer(job_id, "events", group="gateway", name="driver")
         bound = max_groups_in_flight(typed.learner.max_staleness, typed.learner.groups_per_step)
+        offset = int(job.cursor.get("step_offset", 0))  # learner step 1 of a resumed job = offset + 1
+        issued_base = int(job.cursor.get("issued_base", 0))
         step = job.step
-        consumed = step * typed.learner.groups_per_step
+        consumed = max(step - offset, 0) * typed.learner.groups_per_step
         last_event = time.monotonic()
         last_sample = last_health = 0.0
         next_eval = self._next_eval(spec, step)
@@ -175,52 +213,39 @@ class JobDriver:
                 return  # the gateway is going away; a restarted one re-attaches
             if self.cancelled():
                 self.stages.stop_learner(job_id)
+                self.stages.wait_learner_stopped(job_id, timeout_s=spec.timeouts.step_s)
+                self._drain_events(offset, typed)
                 self.store.transition(job_id, "cancelled", "cancelled by the user")
                 return
             # Feed within the in-flight bound (dead letters count as done: they never reach the learner).
-            in_flight = feeder.cursor.issued - consumed - self._dead_letters()
+            in_flight = feeder.cursor.issued - issued_base - consumed - self._dead_letters()
             if in_flight < bound and not feeder.exhausted:
                 issues = feeder.take(bound - in_flight)
                 groups = [self._group(job_id, train[i.task_index], i.group_id, spec) for i in issues]
                 if groups:
                     producer.publish_many(groups)
-                    self.store.save_cursor(job_id, feeder.cursor.to_dict())
+                    self.store.save_cursor(
+                        job_id, feeder.cursor.to_dict() | {"step_offset": offset, "issued_base": issued_base}
+                    )
                     self.observer.prompts_fed(job_id, len(groups))
             # Learner events.
             for d in events.read(count=64, block_s=self.poll_s):
-                ev = d.value
                 last_event = time.monotonic()
-                if isinstance(ev, StepDone):
-                    step = max(step, ev.step)
-                    m = {k: float(v) for k, v in ev.metrics.items()}
-                    consumed = (
-                        ev.step * typed.learner.groups_per_step
-                        + int(m.get("dropped_stale", 0))
-                        + int(m.get("rejected_groups", 0))
-                    )
-                    self.store.add_metrics(job_id, ev.step, m)
-                    self.store.set_progress(job_id, step=ev.step, policy_version=ev.policy_version)
-                    self.store.add_event(job_id, "step", {"step": ev.step, "policy_version": ev.policy_version,
-                                                          "metrics": m})  # fmt: skip
-                    self.observer.step(job_id, ev.step, m)
-                elif isinstance(ev, WeightsUpdated):
-                    self.store.set_progress(job_id, policy_version=ev.policy_version)
-                elif isinstance(ev, CheckpointWritten):
-                    self.store.add_checkpoint(job_id, ev.step, ev.policy_version, ev.path)
-                    self.store.add_event(job_id, "checkpoint", {"step": ev.step, "path": ev.path})
-                elif isinstance(ev, JobFailed):
-                    events.ack([d])
-                    raise JobFailure(f"learner failed at step {ev.step}: {ev.error}")
-                elif isinstance(ev, JobFinished):
-                    events.ack([d])
+                outcome = self._record(d.value, offset, typed)
+                events.ack([d])
+                if isinstance(d.value, StepDone):
+                    step = max(step, d.value.step)
+                    consumed = outcome
+                elif isinstance(d.value, JobFailed):
+                    raise JobFailure(f"learner failed at step {d.value.step}: {d.value.error}")
+                elif isinstance(d.value, JobFinished):
                     if spec.evaluation.at_end and held_out:
-                        self._evaluate_safely(spec, held_out, model_dir, ev.step)
+                        self._evaluate_safely(spec, held_out, model_dir, d.value.step)
                     self.store.transition(job_id, "completed", "")
                     self.store.add_event(
-                        job_id, "finished", {"step": ev.step, "checkpoint": ev.final_checkpoint}
+                        job_id, "finished", {"step": d.value.step, "checkpoint": d.value.final_checkpoint}
                     )
                     return
-                events.ack([d])
             now = time.monotonic()
             if next_eval is not None and step >= next_eval and held_out:
                 self._evaluate_safely(spec, held_out, model_dir, step)
@@ -246,6 +271,44 @@ class JobDriver:
                     f"(after step {step}); backlog: "
                     + ", ".join(f"{s}={self._safe_backlog(s)}" for s in STREAMS)
                 )
+
+    def _record(self, ev, offset: int, typed: TypedSections | None = None) -> int:
+        """Store one learner event (its step shifted by ``offset``, the step the learner run
+        resumed from). For a StepDone, returns the groups that learner run has consumed."""
+        job_id = self.job_id
+        consumed = 0
+        if isinstance(ev, StepDone):
+            local = ev.step
+            ev.step += offset
+            m = {k: float(v) for k, v in ev.metrics.items()}
+            gps = typed.learner.groups_per_step if typed is not None else 0
+            consumed = local * gps + int(m.get("dropped_stale", 0)) + int(m.get("rejected_groups", 0))
+            self.store.add_metrics(job_id, ev.step, m)
+            self.store.set_progress(job_id, step=ev.step, policy_version=ev.policy_version)
+            self.store.add_event(
+                job_id, "step", {"step": ev.step, "policy_version": ev.policy_version, "metrics": m}
+            )
+            self.observer.step(job_id, ev.step, m)
+        elif isinstance(ev, WeightsUpdated):
+            self.store.set_progress(job_id, policy_version=ev.policy_version)
+        elif isinstance(ev, CheckpointWritten):
+            ev.step += offset
+            self.store.add_checkpoint(job_id, ev.step, ev.policy_version, ev.path)
+            self.store.add_event(job_id, "checkpoint", {"step": ev.step, "path": ev.path})
+        elif isinstance(ev, JobFailed | JobFinished):
+            ev.step += offset
+        return consumed
+
+    def _drain_events(self, offset: int, typed: TypedSections | None = None, quiet_s: float = 1.0) -> None:
+        """Record the learner events still on the stream (until it stays empty for ``quiet_s``)."""
+        events = self.bus.consumer(self.job_id, "events", group="gateway", name="driver")
+        while True:
+            batch = events.read(count=64, block_s=quiet_s)
+            if not batch:
+                return
+            for d in batch:
+                self._record(d.value, offset, typed)
+            events.ack(batch)
 
     @staticmethod
     def _next_eval(spec: JobSpec, step: int) -> int | None:

@@ -122,7 +122,7 @@ class ServeStages:
         try:
             status = handle.status.remote(job).result(timeout_s=timeout_s)
             if status["state"] in ("starting", "running"):
-                return status  # a restarted gateway re-attaches to the running learner job
+                return status | {"attached": True}  # a restarted gateway re-attaches to the running job
         except Exception:  # 404: not started yet
             pass
         try:
@@ -138,6 +138,22 @@ class ServeStages:
         from ray import serve
 
         return serve.get_app_handle(app_names(job)["learner"]).status.remote(job).result(timeout_s=timeout_s)
+
+    def learner_state(self, job: str, timeout_s: float = 30.0) -> str | None:
+        """The learner job's state, or None when the learner has no such job."""
+        try:
+            return self.learner_status(job, timeout_s)["state"]
+        except Exception:
+            return None
+
+    def wait_learner_stopped(self, job: str, timeout_s: float) -> None:
+        """Wait until the learner job has stopped (it finishes its step and checkpoints first)."""
+        deadline = time.monotonic() + timeout_s
+        while (state := self.learner_state(job)) in ("starting", "running"):
+            if time.monotonic() > deadline:
+                log.warning("learner job %s still %s after %.0fs; tearing it down", job, state, timeout_s)
+                return
+            time.sleep(0.5)
 
     def feedback_health(self, job: str, timeout_s: float = 30.0) -> dict:
         import ray

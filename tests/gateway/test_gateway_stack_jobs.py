@@ -96,3 +96,24 @@ def test_gateway_restart_mid_run_continues_the_job(stack, vllm_tiny_dir, tasks_f
     job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=900)
     assert job["state"] == "completed", job["reason"]
     assert job["step"] == 4
+
+
+def test_resume_after_cancel_continues_from_the_checkpoint(stack, vllm_tiny_dir, tasks_file):
+    job_id = submit(stack, tiny_job(vllm_tiny_dir, tasks_file, steps=3))
+    deadline = time.monotonic() + 600
+    with stack.client() as c:
+        while c.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"] == []:
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.5)
+        assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    job = stack.wait_state(job_id, ("cancelled", "completed", "failed"), timeout_s=120)
+    if job["state"] == "completed":
+        pytest.skip("the job finished before the cancel arrived")
+    assert job["state"] == "cancelled"
+    with stack.client() as c:
+        assert c.post(f"/v1/jobs/{job_id}/resume").json()["state"] == "queued"
+    job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=900)
+    assert job["state"] == "completed", job["reason"]
+    with stack.client() as c:
+        steps = [p["step"] for p in c.get(f"/v1/jobs/{job_id}/metrics?kind=train").json()["points"]]
+    assert job["step"] == 3 and steps[-1] == 3 and sorted(set(steps)) == steps
