@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,6 +132,32 @@ class BodyLimit:
             await _too_large(send, self.limit)
 
 
+class RequestMetrics:
+    """ASGI middleware: request count and latency per route template (plain ASGI, no
+    per-request task group as with ``@app.middleware``)."""
+
+    def __init__(self, app, observer: Observer) -> None:
+        self.app, self.observer = app, observer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "other")
+            self.observer.requests.labels(scope["method"], path, str(status[0])).inc()
+            self.observer.latency.labels(path).observe(time.perf_counter() - t0)
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -163,15 +189,7 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
     not_found = {404: {"model": Problem, "description": "no such job"}}
     auth = [Depends(authorized)]
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
-        observer.requests.labels(request.method, path, str(response.status_code)).inc()
-        observer.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(RequestMetrics, observer=observer)
 
     if settings.cors_origins:
         app.add_middleware(
@@ -256,7 +274,7 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ):
-        return {"jobs": [j.public() for j in store.list(state, limit, offset)]}
+        return fast_json({"jobs": [j.public() for j in store.list(state, limit, offset)]})
 
     @app.get(
         "/v1/jobs/{job_id}",
@@ -268,8 +286,8 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
         job = get_job(job_id)
         train = store.metrics(job_id, "train", since_step=job.step - 1)
         evals = store.metrics(job_id, "eval")
-        return {**job.public(), "spec": job.spec, "last_metrics": train[-1] if train else None,
-                "last_eval": evals[-1] if evals else None}  # fmt: skip
+        return fast_json({**job.public(), "spec": job.spec, "last_metrics": train[-1] if train else None,
+                          "last_eval": evals[-1] if evals else None})  # fmt: skip
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, dependencies=auth, response_model=Job,
               responses={**unauthorized, **not_found, 409: {"model": Problem}})  # fmt: skip
@@ -368,6 +386,12 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
 
     app.openapi = openapi
     return app
+
+
+def fast_json(data: Any) -> Response:
+    """The hot status routes serialise plain store data directly (their response models
+    document the shape; re-validating what the store returns would only cost time)."""
+    return Response(json.dumps(data, separators=(",", ":"), allow_nan=False), media_type="application/json")
 
 
 def stored_spec(spec: JobSpec) -> dict[str, Any]:
