@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -303,9 +304,8 @@ class Engine:
             return
         from safetensors.torch import save_file
 
-        path = os.path.join(
-            self.config.weight_dir, f"distil-weights-{os.getpid()}-{version}-{index}.safetensors"
-        )
+        folder = self.config.weight_dir if os.path.isdir(self.config.weight_dir) else tempfile.gettempdir()
+        path = os.path.join(folder, f"distil-weights-{os.getpid()}-{version}-{index}.safetensors")
         try:
             # Tied tensors share storage; safetensors wants each stored once.
             save_file(
