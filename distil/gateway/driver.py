@@ -111,6 +111,9 @@ class JobDriver:
             )
             if self.stop_event.is_set():
                 return
+            if spec.evaluation.at_start and held_out and self.store.get(job_id).step == 0:
+                if not any(p["step"] == 0 for p in self.store.metrics(job_id, "eval")):
+                    self._evaluate_safely(spec, held_out, model_dir, 0)  # baseline, before any update
             if not self.cancelled():
                 if not self._start_learner(spec, typed, model_dir):
                     return

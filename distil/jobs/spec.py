@@ -55,6 +55,9 @@ class EvaluationSpec(BaseModel):
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=512, ge=1)
     max_problems: int | None = Field(default=64, ge=1, description="None = the whole held-out split.")
+    at_start: bool = Field(
+        default=False, description="also evaluate the initial policy before the first step (a baseline)."
+    )
     at_end: bool = True
 
 

@@ -29,3 +29,14 @@ def test_reference_solutions_pass_and_wrong_ones_fail():
                 assert [r.success for r in fb.responses] == [True, False], (task.id, split)
     finally:
         grader.close()
+
+
+def test_demo_spec_is_a_valid_job(tmp_path):
+    from distil.demo.run import demo_spec, write_splits
+    from distil.gateway.spec import validate_spec
+
+    train, held = write_splits(tmp_path, seed=0)
+    spec, typed = validate_spec(demo_spec(train, held, steps=4, seed=1))
+    assert spec.evaluation.at_start and spec.evaluation.at_end and spec.steps == 4 and spec.seed == 1
+    assert spec.objective.name == "distil" and spec.rollout.n == 4
+    assert typed.learner.groups_per_step == 4
