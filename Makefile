@@ -43,5 +43,10 @@ test-slow: install
 proto: install
 	$(PY) -m distil.bus.protogen
 
+# A real DistIL job on CPU: embedded Redis + Ray + Serve, SmolLM2-135M-Instruct, sandboxed
+# execution feedback; prints held-out success before/after and writes a PNG (data/demo/).
+demo: install
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(PY) -m distil.demo.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
