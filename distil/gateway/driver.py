@@ -10,7 +10,6 @@ name; a stalled job fails with what it was waiting for.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -512,7 +511,3 @@ class Scheduler:
         if job.state == "queued":
             self.store.transition(job.id, "starting")
         driver.start()
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

@@ -24,7 +24,7 @@ ACTIVE: tuple[State, ...] = ("starting", "running")
 FINAL: tuple[State, ...] = ("completed", "failed", "cancelled")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "queued": ("starting", "cancelled", "failed"),
-    "starting": ("running", "failed", "cancelled", "queued"),
+    "starting": ("running", "completed", "failed", "cancelled", "queued"),  # completed: nothing left to train
     "running": ("completed", "failed", "cancelled", "queued"),
     "completed": (),
     "failed": ("queued",),

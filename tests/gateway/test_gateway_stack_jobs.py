@@ -99,7 +99,7 @@ def test_gateway_restart_mid_run_continues_the_job(stack, vllm_tiny_dir, tasks_f
 
 
 def test_resume_after_cancel_continues_from_the_checkpoint(stack, vllm_tiny_dir, tasks_file):
-    job_id = submit(stack, tiny_job(vllm_tiny_dir, tasks_file, steps=3))
+    job_id = submit(stack, tiny_job(vllm_tiny_dir, tasks_file, steps=5))
     deadline = time.monotonic() + 600
     with stack.client() as c:
         while c.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"] == []:
@@ -116,4 +116,4 @@ def test_resume_after_cancel_continues_from_the_checkpoint(stack, vllm_tiny_dir,
     assert job["state"] == "completed", job["reason"]
     with stack.client() as c:
         steps = [p["step"] for p in c.get(f"/v1/jobs/{job_id}/metrics?kind=train").json()["points"]]
-    assert job["step"] == 3 and steps[-1] == 3 and sorted(set(steps)) == steps
+    assert job["step"] == 5 and steps[-1] == 5 and sorted(set(steps)) == steps
