@@ -107,9 +107,11 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
         )
     if errors:
         raise SpecError(errors)
-    if isinstance(teacher, SelfEMATeacherConfig):  # one source of truth for the EMA rate
-        training = training.model_copy(update={"teacher_ema_rate": teacher.rate})
-    elif teacher is not None and teacher.kind == "self_frozen":
+    # One source of truth for the EMA rate: the self-teacher that receives the EMA weights.
+    ema = teacher.scorer if teacher is not None and teacher.kind == "black_box" else teacher
+    if isinstance(ema, SelfEMATeacherConfig):
+        training = training.model_copy(update={"teacher_ema_rate": ema.rate})
+    elif ema is not None and ema.kind == "self_frozen":
         training = training.model_copy(update={"teacher_ema_rate": 0.0})
     return spec, TypedSections(
         engine=engine, teacher=teacher, feedback=feedback, training=training, learner=learner

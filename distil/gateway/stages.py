@@ -63,7 +63,8 @@ class ServeStages:
             ),
         }
         receivers = {"student": [[names["rollout"], "rollout"]]}
-        if typed.teacher.kind == "self_ema" or getattr(typed.teacher, "scorer", None) is not None:
+        scorer = getattr(typed.teacher, "scorer", None) if typed.teacher.kind == "black_box" else None
+        if typed.teacher.kind == "self_ema" or (scorer is not None and scorer.kind == "self_ema"):
             receivers["teacher"] = [[names["teacher"], "teacher"]]
         apps["learner"] = LearnerDeployment.bind({"bus": self.bus, "receivers": receivers})
         for stage in ("rollout", "teacher", "learner"):
