@@ -22,18 +22,6 @@ TRAIN = TrainConfig(lr=1e-3, adam_eps=1e-6)
 STAGE = StageConfig(groups_per_step=2, checkpoint_every=2, max_staleness=10)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-    )
-    yield
-    ray.shutdown()
-
-
 def publish(bus, job, n=8):
     bus.producer(job, "scored").publish_many([scored_group(job, seed=100 + i) for i in range(n)])
 
