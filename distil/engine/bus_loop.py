@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distil.bus import Group
+from distil.bus import Bus, BusConfig, Group
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,38 @@ def run_consumer(
                 "%d groups still in flight after %.0fs; the bus will redeliver them", left, drain_timeout_s
             )
     return stats
+
+
+def start_consumer(
+    bus: dict[str, Any] | None,
+    job: str,
+    streams: tuple[str, str, str],
+    handle,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    stop: threading.Event,
+    max_inflight: int,
+    permanent: tuple[type[BaseException], ...],
+    stats: LoopStats,
+    name: str,
+) -> tuple[Bus, threading.Thread]:
+    """Connect to the bus and run ``run_consumer`` on a daemon thread for one job's stage.
+
+    ``streams`` is (input stream, consumer group, output stream). Returns the bus (close it
+    on shutdown) and the started thread.
+    """
+    source, group, output = streams
+    client = Bus(BusConfig.model_validate(bus or {}))
+    consumer = client.consumer(job, source, group=group, output=output)
+    thread = threading.Thread(
+        target=run_consumer,
+        args=(consumer, handle, loop),
+        kwargs=dict(stop=stop, max_inflight=max_inflight, permanent=permanent, stats=stats),
+        name=name,
+        daemon=True,
+    )
+    thread.start()
+    return client, thread
 
 
 async def resolve_tensors(named_tensors):

@@ -24,9 +24,9 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from distil.bus import Bus, BusConfig
+from distil.bus import Bus
 from distil.engine import PromptTooLong, SamplingConfig
-from distil.engine.bus_loop import LoopStats, resolve_tensors, run_consumer
+from distil.engine.bus_loop import LoopStats, resolve_tensors, start_consumer
 from distil.engine.runner import EngineRunner
 
 from .stage import RolloutConfig, RolloutStage
@@ -69,21 +69,18 @@ class RolloutDeployment:
         self.bus: Bus | None = None
         self.thread: threading.Thread | None = None
         if job:
-            self.bus = Bus(BusConfig.model_validate(bus or {}))
-            consumer = self.bus.consumer(job, "prompts", group="rollout", output="rollouts")
-            self.thread = threading.Thread(
-                target=run_consumer,
-                args=(consumer, self.stage.handle, self.runner._loop),
-                kwargs=dict(
-                    stop=self.stop,
-                    max_inflight=self.config.max_inflight_groups,
-                    permanent=(PromptTooLong, ValueError),
-                    stats=self.stats,
-                ),
+            self.bus, self.thread = start_consumer(
+                bus,
+                job,
+                ("prompts", "rollout", "rollouts"),
+                self.stage.handle,
+                self.runner._loop,
+                stop=self.stop,
+                max_inflight=self.config.max_inflight_groups,
+                permanent=(PromptTooLong, ValueError),
+                stats=self.stats,
                 name="rollout-consumer",
-                daemon=True,
             )
-            self.thread.start()
 
     # ------------------------------------------------------------------ health & metrics
 

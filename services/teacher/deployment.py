@@ -19,9 +19,9 @@ from fastapi.responses import PlainTextResponse
 from pydantic import TypeAdapter
 from ray import serve
 
-from distil.bus import Bus, BusConfig
+from distil.bus import Bus
 from distil.engine import PromptTooLong
-from distil.engine.bus_loop import LoopStats, LoopThread, resolve_tensors, run_consumer
+from distil.engine.bus_loop import LoopStats, LoopThread, resolve_tensors, start_consumer
 
 from .config import TeacherConfig
 from .external import TokenizerMismatch
@@ -61,21 +61,18 @@ class TeacherDeployment:
         self.bus: Bus | None = None
         self.thread: threading.Thread | None = None
         if job:
-            self.bus = Bus(BusConfig.model_validate(bus or {}))
-            consumer = self.bus.consumer(job, "feedback", group="teacher", output="scored")
-            self.thread = threading.Thread(
-                target=run_consumer,
-                args=(consumer, self.stage.handle, self.loop.loop),
-                kwargs=dict(
-                    stop=self.stop,
-                    max_inflight=max_inflight_groups,
-                    permanent=(PromptTooLong, TokenizerMismatch, ValueError),
-                    stats=self.stats,
-                ),
+            self.bus, self.thread = start_consumer(
+                bus,
+                job,
+                ("feedback", "teacher", "scored"),
+                self.stage.handle,
+                self.loop.loop,
+                stop=self.stop,
+                max_inflight=max_inflight_groups,
+                permanent=(PromptTooLong, TokenizerMismatch, ValueError),
+                stats=self.stats,
                 name="teacher-consumer",
-                daemon=True,
             )
-            self.thread.start()
 
     async def check_health(self) -> None:
         if isinstance(self.teacher, SelfTeacher):
