@@ -14,6 +14,7 @@ from distil.losses import ObjectiveConfig
 from services.learner.batching import TrainSample
 from services.learner.checkpoint import CheckpointManager, Progress
 from services.learner.config import TrainConfig
+from services.learner.device import configure_threads, train_device
 from services.learner.distributed import Topology, full_state_dict, shard_policy
 from services.learner.lora import apply_lora, effective_weights, lora_layers
 from services.learner.policy import PolicyLogprobs
@@ -69,8 +70,10 @@ class LocalTrainer:
         pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         )
+        self.threads = configure_threads(train.cpu_threads, self.topo)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model.to(train_device(self.topo))  # fp32 master weights on the rank's GPU (or the CPU)
         if lora is not None:
             if self.topo.distributed:
                 raise ValueError(

@@ -36,6 +36,14 @@ class ModelBatch:
     predict_positions: torch.Tensor  # [B,T] index of the position whose output predicts y_t
     loss_batch: LossBatch
 
+    def to(self, device: torch.device | str) -> ModelBatch:
+        return ModelBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.predict_positions.to(device),
+            self.loss_batch.to(device),
+        )
+
 
 def micro_batches(samples: Sequence[TrainSample], token_budget: int) -> list[list[TrainSample]]:
     """Pack samples, longest first, so that rows x longest row <= token_budget per micro-batch.

@@ -19,5 +19,8 @@ class TrainConfig(BaseModel):
     teacher_ema_rate: float = Field(default=0.01, ge=0, le=1, description="0 = frozen initial teacher.")
     token_budget: int = Field(default=8192, gt=0, description="Padded tokens per micro-batch.")
     logits_chunk: int = Field(default=1024, gt=0, description="Sequence chunk for the log-prob gather.")
+    cpu_threads: int | None = Field(
+        default=None, gt=0, description="Torch threads per CPU rank; None = the usable cores / ranks."
+    )
     max_nonfinite_steps: int = Field(default=3, ge=1, description="Fail the job after this many in a row.")
     lora: LoraSettings | None = Field(default=None, description="None = full fine-tuning (default).")

@@ -33,7 +33,7 @@ def make_probe(
 ) -> Probe:
     """The model's per-token log-probs on ``token_ids`` at temperature 1 (with ``params``
     substituted for its parameters, e.g. the EMA teacher's), as a ``Probe``."""
-    ids = torch.tensor([list(token_ids)], dtype=torch.long)
+    ids = torch.tensor([list(token_ids)], dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
         if params is None:
             logits = model(input_ids=ids).logits

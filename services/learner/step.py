@@ -44,6 +44,7 @@ class Learner:
         """``policy`` must already be sharded (``shard_policy``) when ``topology`` has several ranks."""
         self.policy, self.objective, self.train, self.pad_id = policy, objective, train, pad_id
         self.topo = topology or Topology()
+        self.device = next(policy.parameters()).device
         self.kind = objective_class(objective.name)
         self.optimizer = torch.optim.AdamW(
             [p for p in policy.parameters() if p.requires_grad],  # LoRA: the adapters only
@@ -99,7 +100,7 @@ class Learner:
         loss_total = 0.0
         for i, mb in enumerate(mine + [[ordered[0]]] * padding):
             scale = 1.0 if i < len(mine) else 0.0
-            batch = collate(mb, self.pad_id)
+            batch = collate(mb, self.pad_id).to(self.device)
             lb = batch.loss_batch
             student = self.policy(
                 batch.input_ids,
@@ -123,7 +124,7 @@ class Learner:
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.train.grad_clip)
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         if self.topo.distributed:
-            loss_total = _all_reduce_sum(loss_total)
+            loss_total = _all_reduce_sum(loss_total, self.device)
         metrics = {k: v / max(tokens, 1.0) for k, v in sums.items()}
         metrics |= {"loss": loss_total, "grad_norm": grad_norm, "tokens": tokens}
         if not (math.isfinite(grad_norm) and math.isfinite(loss_total)):
@@ -155,9 +156,9 @@ class Learner:
         return metrics
 
 
-def _all_reduce_sum(value: float) -> float:
+def _all_reduce_sum(value: float, device: torch.device) -> float:
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=device)  # NCCL reduces GPU tensors only
     dist.all_reduce(t)
     return float(t)
