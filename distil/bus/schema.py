@@ -115,6 +115,15 @@ class Response:
 
 
 @dataclass(slots=True)
+class StageSpan:
+    """When a stage worked on a group (unix seconds); see ``timed``."""
+
+    stage: str
+    start: float
+    end: float
+
+
+@dataclass(slots=True)
 class Group:
     """One prompt and its G responses: the unit of work on every stream."""
 
@@ -128,6 +137,7 @@ class Group:
     attempt: int = 1
     task_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    spans: list[StageSpan] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -293,6 +303,8 @@ def group_to_proto(g: Group, deferred: list | None = None) -> group_pb2.Group:
         task_id=g.task_id,
     )
     m.metadata.update(g.metadata)
+    for span in g.spans:
+        m.spans.add(stage=span.stage, start=span.start, end=span.end)
     _pack(g.prompt_token_ids, m.prompt_token_ids, "prompt_token_ids")
     for i, r in enumerate(g.responses):
         where = f"responses[{i}]"
@@ -434,6 +446,7 @@ def group_from_proto(m: group_pb2.Group) -> Group:
         attempt=m.attempt,
         task_id=m.task_id,
         metadata=dict(m.metadata),
+        spans=[StageSpan(s.stage, s.start, s.end) for s in m.spans],
     )
     validate_group(g)
     return g

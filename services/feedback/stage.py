@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from distil.bus import Bus, Feedback, Group, TestResult
 from distil.data import Task
+from distil.timeline import timed
 
 from .grading import Grader
 from .group import ResponseFeedback
@@ -73,9 +74,10 @@ class FeedbackStage:
         task = self.lookup(group)
         texts = [r.text for r in group.responses]
         truncated = [r.truncated or r.finish_reason == "length" for r in group.responses]
-        result = self.grader.grade_group(
-            task, texts, truncated=truncated, job_id=group.job_id, group_id=group.group_id
-        )
+        with timed(group, "feedback"):
+            result = self.grader.grade_group(
+                task, texts, truncated=truncated, job_id=group.job_id, group_id=group.group_id
+            )
         for response, item in zip(group.responses, result.responses, strict=True):
             response.feedback = to_bus_feedback(item)
         return group

@@ -92,7 +92,12 @@ class LearnerJob:
         bus = Bus(self.bus_config)
         try:
             self.stage = LearnerStage(
-                bus, self.spec.job_id, self._backend(), self.spec.stage, on_step=self._on_step
+                bus,
+                self.spec.job_id,
+                self._backend(),
+                self.spec.stage,
+                on_step=self._on_step,
+                timeline=data_dir() / "jobs" / self.spec.job_id / "timeline.jsonl",
             )
             self.state = "running"
             while self.stage.counters.steps < self.spec.steps and not self._stop.is_set():

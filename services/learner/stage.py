@@ -8,10 +8,12 @@ accepted is lost and nothing is trained twice into the surviving weights.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,8 +56,11 @@ class LearnerStage:
         *,
         consumer_name: str | None = None,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
+        timeline: Path | None = None,
     ):
+        """``timeline``: a JSONL file that gets every step's stage spans (None = not kept)."""
         self.bus, self.job, self.backend, self.cfg = bus, job, backend, config
+        self.timeline = timeline
         self.consumer = bus.consumer(job, "scored", group="learner", name=consumer_name)
         self.events = bus.producer(job, "events")
         self.on_step = on_step
@@ -99,12 +104,23 @@ class LearnerStage:
         return got
 
     def step(self) -> dict[str, float]:
+        w0 = time.time()
         t0 = time.perf_counter()
         batch = self._collect()
         t1 = time.perf_counter()
         samples = [s for _, ss, _ in batch for s in ss]
         rewards = [r for _, _, rs in batch for r in rs]
+        w1 = time.time()
         metrics = self._train(samples, rewards)
+        w2 = time.time()
+        spans: dict[str, list[tuple[float, float]]] = {"wait_data": [(w0, w1)], "learner": [(w1, w2)]}
+        for d, _, _ in batch:
+            for sp in d.group.spans:
+                spans.setdefault(sp.stage, []).append((sp.start, sp.end))
+        for stage in ("rollout", "feedback", "teacher"):
+            got = spans.get(stage, [])
+            metrics[f"time_{stage}"] = sum(b - a for a, b in got) / max(len(got), 1)  # mean per group
+        metrics["time_train"] = w2 - w1
         self.pending_steps.append(batch)
         self.progress.policy_version += 1
         self.counters.steps += 1
@@ -125,11 +141,14 @@ class LearnerStage:
         if self.counters.steps % self.cfg.publish_every == 0:
             t2 = time.perf_counter()
             version = self.version
+            w3 = time.time()
             self._retrying(lambda: self.backend.publish(version))
             metrics["time_weight_push"] = time.perf_counter() - t2
+            spans["weight_push"] = [(w3, time.time())]
             self.events.publish(
                 WeightsUpdated(job_id=self.job, policy_version=version, step=self.counters.steps)
             )
+        self._record_timeline(spans)
         self.events.publish(
             StepDone(job_id=self.job, step=self.counters.steps, policy_version=self.version, metrics=metrics)
         )
@@ -157,6 +176,14 @@ class LearnerStage:
                 self.counters.worker_restarts += 1
                 self.progress = restarted.progress or Progress()
                 replay = True
+
+    def _record_timeline(self, spans: dict[str, list[tuple[float, float]]]) -> None:
+        """One JSON line per step: every stage's spans for it (``distil.timeline`` reads them)."""
+        if self.timeline is None:
+            return
+        self.timeline.parent.mkdir(parents=True, exist_ok=True)
+        with self.timeline.open("a") as f:
+            f.write(json.dumps({"step": self.counters.steps, "spans": spans}) + "\n")
 
     def _train(self, samples: list, rewards: list[float]) -> dict[str, float]:
         return self._retrying(lambda: self.backend.step(samples, rewards))

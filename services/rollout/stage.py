@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distil.bus import Group, Response
 from distil.engine import EngineConfig, SamplingConfig
 from distil.engine.runner import EngineRunner
+from distil.timeline import timed
 
 
 class RolloutConfig(BaseModel):
@@ -60,7 +61,8 @@ class RolloutStage:
             )
         # Never sample from weights that failed their probe: wait for a verified update.
         await self.runner.call(engine.wait_verified, self.unverified_wait_s)
-        samples = await self.runner.call(engine.generate, ids, sampling)
+        with timed(group, "rollout"):
+            samples = await self.runner.call(engine.generate, ids, sampling)
         group.prompt_token_ids = np.asarray(ids, dtype=np.int32)
         group.responses = [
             Response(

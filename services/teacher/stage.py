@@ -7,6 +7,7 @@ import json
 from pydantic import TypeAdapter
 
 from distil.bus import Group
+from distil.timeline import timed
 
 from .base import ScoreItem, Teacher
 from .config import BlackBoxTeacherConfig, ExternalTeacherConfig, TeacherConfig
@@ -48,7 +49,8 @@ class TeacherStage:
 
     async def handle(self, group: Group) -> Group:
         before = self.teacher.stats.unavailable
-        scores = await self.teacher.score(score_items(group))
+        with timed(group, "teacher"):
+            scores = await self.teacher.score(score_items(group))
         for response, s in zip(group.responses, scores, strict=True):
             response.teacher = s
         self.groups += 1

@@ -104,3 +104,29 @@ def test_a_dead_learners_uncheckpointed_groups_are_retrained(bus, job_id, tiny_m
     # and a third learner resumes from the checkpoint, at version 2
     third = make_stage(bus, job_id, tiny_model_dir, tmp_path, "resumes", groups_per_step=2)
     assert third.version == 2
+
+
+def test_stage_writes_each_steps_spans_to_the_timeline(bus, job_id, tiny_model_dir, tmp_path):
+    import json
+
+    from distil.bus import StageSpan
+
+    backend = LocalTrainer(tiny_model_dir, ObjectiveConfig(), TrainConfig(lr=1e-3), tmp_path / "ckpt")
+    timeline = tmp_path / "timeline.jsonl"
+    stage = LearnerStage(
+        bus, job_id, backend, StageConfig(groups_per_step=2), consumer_name="t1", timeline=timeline
+    )
+    groups = [scored_group(job_id, seed=s) for s in (1, 2)]
+    for i, g in enumerate(groups):
+        g.spans = [StageSpan("rollout", 100.0 + i, 103.0 + i), StageSpan("teacher", 104.0, 104.5)]
+    bus.producer(job_id, "scored").publish_many(groups)
+    metrics = stage.step()
+    assert metrics["time_rollout"] == pytest.approx(3.0) and metrics["time_teacher"] == pytest.approx(0.5)
+    assert metrics["time_feedback"] == 0.0 and metrics["time_train"] > 0
+    (line,) = timeline.read_text().splitlines()
+    record = json.loads(line)
+    assert record["step"] == 1
+    assert sorted(map(tuple, record["spans"]["rollout"])) == [(100.0, 103.0), (101.0, 104.0)]
+    (train,) = record["spans"]["learner"]
+    assert train[1] - train[0] == pytest.approx(metrics["time_train"], abs=1e-3)
+    assert "wait_data" in record["spans"]

@@ -122,8 +122,18 @@ class Response(_message.Message):
     teacher: TeacherScores
     def __init__(self, token_ids: _Optional[_Union[Tensor, _Mapping]] = ..., logprobs: _Optional[_Union[Tensor, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., truncated: _Optional[bool] = ..., text: _Optional[str] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ..., teacher: _Optional[_Union[TeacherScores, _Mapping]] = ...) -> None: ...
 
+class StageSpan(_message.Message):
+    __slots__ = ("stage", "start", "end")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    start: float
+    end: float
+    def __init__(self, stage: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+
 class Group(_message.Message):
-    __slots__ = ("schema_version", "job_id", "group_id", "policy_version", "created_at", "attempt", "prompt_text", "prompt_token_ids", "responses", "task_id", "metadata")
+    __slots__ = ("schema_version", "job_id", "group_id", "policy_version", "created_at", "attempt", "prompt_text", "prompt_token_ids", "responses", "task_id", "metadata", "spans")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +152,7 @@ class Group(_message.Message):
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     job_id: str
     group_id: str
@@ -153,4 +164,5 @@ class Group(_message.Message):
     responses: _containers.RepeatedCompositeFieldContainer[Response]
     task_id: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, schema_version: _Optional[int] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., created_at: _Optional[float] = ..., attempt: _Optional[int] = ..., prompt_text: _Optional[str] = ..., prompt_token_ids: _Optional[_Union[Tensor, _Mapping]] = ..., responses: _Optional[_Iterable[_Union[Response, _Mapping]]] = ..., task_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    spans: _containers.RepeatedCompositeFieldContainer[StageSpan]
+    def __init__(self, schema_version: _Optional[int] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., created_at: _Optional[float] = ..., attempt: _Optional[int] = ..., prompt_text: _Optional[str] = ..., prompt_token_ids: _Optional[_Union[Tensor, _Mapping]] = ..., responses: _Optional[_Iterable[_Union[Response, _Mapping]]] = ..., task_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., spans: _Optional[_Iterable[_Union[StageSpan, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,89 @@
+"""Where a job's wall-clock time goes: stage spans, their union, and what overlaps what.
+
+Each stage stamps a ``StageSpan`` on every group it handles (``timed``); the learner adds
+its own spans (waiting for data, forward/backward, optimizer, weight push). From those,
+``breakdown`` computes per stage the busy time (union of its spans) and, over the whole
+window, the time *no* stage was computing: the orchestration overhead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from distil.bus import Group, StageSpan
+
+Interval = tuple[float, float]
+COMPUTE_STAGES = ("rollout", "feedback", "teacher", "learner", "weight_push")
+
+
+@contextmanager
+def timed(group: Group, stage: str) -> Iterator[None]:
+    """Append ``stage``'s wall-clock span to ``group`` when the block succeeds."""
+    start = time.time()
+    yield
+    group.spans.append(StageSpan(stage, start, time.time()))
+
+
+def union(intervals: Iterable[Interval]) -> list[Interval]:
+    """Disjoint, sorted intervals covering exactly the input intervals."""
+    out: list[list[float]] = []
+    for a, b in sorted((a, b) for a, b in intervals if b > a):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def length(intervals: Iterable[Interval]) -> float:
+    return sum(b - a for a, b in union(intervals))
+
+
+def intersect(xs: Iterable[Interval], ys: Iterable[Interval]) -> list[Interval]:
+    xs, ys = union(xs), union(ys)
+    out, i, j = [], 0, 0
+    while i < len(xs) and j < len(ys):
+        a, b = max(xs[i][0], ys[j][0]), min(xs[i][1], ys[j][1])
+        if b > a:
+            out.append((a, b))
+        if xs[i][1] < ys[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def clip(intervals: Iterable[Interval], window: Interval) -> list[Interval]:
+    return [
+        (max(a, window[0]), min(b, window[1])) for a, b in intervals if min(b, window[1]) > max(a, window[0])
+    ]
+
+
+def breakdown(spans: Mapping[str, Iterable[Interval]], window: Interval) -> dict[str, float]:
+    """Per-stage busy seconds and fractions of ``window``, plus:
+
+    - ``overhead_frac``: share of the window in which no compute stage was busy;
+    - ``rollout_overlaps_learner_s``: seconds the rollout generated while the learner trained;
+    - ``serial_s`` / ``overlap_speedup``: the sum of the stages' busy times (what a run
+      that never overlapped stages would take) and its ratio to the window.
+    """
+    wall = window[1] - window[0]
+    if wall <= 0:
+        raise ValueError(f"empty time window {window}")
+    clipped = {k: union(clip(v, window)) for k, v in spans.items()}
+    out: dict[str, float] = {"wall_s": wall}
+    for stage in COMPUTE_STAGES:
+        busy = length(clipped.get(stage, []))
+        out[f"{stage}_s"] = busy
+        out[f"{stage}_frac"] = busy / wall
+    busy_any = length(iv for k in COMPUTE_STAGES for iv in clipped.get(k, []))
+    out["any_busy_s"] = busy_any
+    out["overhead_frac"] = 1.0 - busy_any / wall
+    out["rollout_overlaps_learner_s"] = length(
+        intersect(clipped.get("rollout", []), clipped.get("learner", []))
+    )
+    out["serial_s"] = sum(out[f"{s}_s"] for s in COMPUTE_STAGES)
+    out["overlap_speedup"] = out["serial_s"] / wall
+    return out

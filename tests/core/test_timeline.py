@@ -1,0 +1,51 @@
+"""The step-time breakdown: interval arithmetic, and spans surviving the bus encoding."""
+
+import numpy as np
+import pytest
+
+from distil.bus import Group, Response, decode_group, encode_group
+from distil.timeline import breakdown, intersect, length, timed, union
+
+
+def test_union_merges_overlaps_and_drops_empty():
+    assert union([(3, 4), (0, 1), (0.5, 2), (5, 5)]) == [(0, 2), (3, 4)]
+    assert length([(0, 1), (0.5, 2), (3, 4)]) == pytest.approx(3.0)
+
+
+def test_intersect():
+    assert intersect([(0, 2), (3, 6)], [(1, 4), (5, 7)]) == [(1, 2), (3, 4), (5, 6)]
+    assert intersect([(0, 1)], [(2, 3)]) == []
+
+
+def test_breakdown_overhead_and_overlap():
+    # 10 s window: rollout busy 0-4 and 6-8, learner 3-7, weight push 7-7.5 -> idle 8-10 only.
+    spans = {"rollout": [(0, 4), (6, 8)], "learner": [(3, 7)], "weight_push": [(7, 7.5)]}
+    b = breakdown(spans, (0, 10))
+    assert b["rollout_s"] == pytest.approx(6.0)
+    assert b["learner_s"] == pytest.approx(4.0)
+    assert b["any_busy_s"] == pytest.approx(8.0)
+    assert b["overhead_frac"] == pytest.approx(0.2)
+    assert b["rollout_overlaps_learner_s"] == pytest.approx(2.0)  # 3-4 and 6-7
+    assert b["serial_s"] == pytest.approx(10.5)
+    assert b["overlap_speedup"] == pytest.approx(1.05)
+
+
+def test_breakdown_clips_to_the_window_and_rejects_an_empty_one():
+    b = breakdown({"teacher": [(-5, 1), (9, 20)]}, (0, 10))
+    assert b["teacher_s"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="empty time window"):
+        breakdown({}, (3, 3))
+
+
+def test_stage_spans_travel_with_the_group():
+    g = Group(job_id="j", group_id="g1", prompt_token_ids=np.array([1, 2], dtype=np.int32))
+    g.responses = [
+        Response(token_ids=np.array([3], dtype=np.int32), logprobs=np.array([-0.1], dtype=np.float32))
+    ]
+    with timed(g, "rollout"):
+        pass
+    with pytest.raises(RuntimeError), timed(g, "teacher"):
+        raise RuntimeError("a failed stage records no span")
+    back = decode_group(encode_group(g))
+    assert [s.stage for s in back.spans] == ["rollout"]
+    assert back.spans[0].end >= back.spans[0].start > 0
