@@ -8,9 +8,11 @@ window, the time *no* stage was computing: the orchestration overhead.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 from distil.bus import Group, StageSpan
 
@@ -87,3 +89,60 @@ def breakdown(spans: Mapping[str, Iterable[Interval]], window: Interval) -> dict
     out["serial_s"] = sum(out[f"{s}_s"] for s in COMPUTE_STAGES)
     out["overlap_speedup"] = out["serial_s"] / wall
     return out
+
+
+def load(path: Path) -> list[dict]:
+    """The learner's per-step records (``data/jobs/<job>/timeline.jsonl``)."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{path} has no steps yet")
+    return records
+
+
+def steady_state(records: list[dict]) -> tuple[dict[str, list[Interval]], Interval]:
+    """All spans, and the window from the end of the first step's training (engines warm,
+    the pipeline full) to the end of the last step."""
+    spans: dict[str, list[Interval]] = {}
+    for r in records:
+        for stage, ivs in r["spans"].items():
+            spans.setdefault(stage, []).extend((a, b) for a, b in ivs)
+    first = records[0]["spans"]["learner"][0][1]
+    last = max(b for r in records for ivs in r["spans"].values() for _, b in ivs)
+    return spans, (first, last)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m distil.timeline JOB_ID|PATH``: the step-time breakdown of a job."""
+    import argparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from distil.paths import data_dir
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("job", help="a job id (reads <data_dir>/jobs/<id>/timeline.jsonl) or a timeline file")
+    args = ap.parse_args(argv)
+    path = Path(args.job) if Path(args.job).is_file() else data_dir() / "jobs" / args.job / "timeline.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"no timeline at {path}: is the job id right, and has it trained a step?")
+    records = load(path)
+    spans, window = steady_state(records)
+    b = breakdown(spans, window)
+    steps = max(len(records) - 1, 1)
+    table = Table(title=f"where the time goes: steps 2-{len(records)} of {path.parent.name}")
+    for col in ("stage", "busy s/step", "share of wall time"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for stage in COMPUTE_STAGES:
+        table.add_row(stage, f"{b[f'{stage}_s'] / steps:.1f}", f"{b[f'{stage}_frac']:.0%}")
+    table.add_row("no stage computing (overhead)", f"{(b['wall_s'] - b['any_busy_s']) / steps:.1f}",
+                  f"{b['overhead_frac']:.1%}")  # fmt: skip
+    table.add_row("wall", f"{b['wall_s'] / steps:.1f}", "100%")
+    Console().print(table)
+    print(f"rollout overlapped training for {b['rollout_overlaps_learner_s'] / steps:.1f} s/step; "
+          f"stages run one after another would take {b['serial_s'] / steps:.1f} s/step "
+          f"({b['overlap_speedup']:.2f}x the measured wall time)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

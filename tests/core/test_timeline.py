@@ -49,3 +49,27 @@ def test_stage_spans_travel_with_the_group():
     back = decode_group(encode_group(g))
     assert [s.stage for s in back.spans] == ["rollout"]
     assert back.spans[0].end >= back.spans[0].start > 0
+
+
+def test_report_from_a_timeline_file(tmp_path, capsys):
+    import json
+
+    from distil.timeline import load, main, steady_state
+
+    path = tmp_path / "timeline.jsonl"
+    steps = [
+        {"step": 1, "spans": {"rollout": [[0, 5]], "learner": [[5, 10]], "weight_push": [[10, 11]]}},
+        {"step": 2, "spans": {"rollout": [[6, 12]], "learner": [[12, 20]], "weight_push": [[20, 21]]}},
+    ]
+    path.write_text("".join(json.dumps(s) + "\n" for s in steps))
+    spans, window = steady_state(load(path))
+    assert window == (10, 21)  # from the end of step 1's training to the end of the last step
+    b = breakdown(spans, window)
+    assert b["overhead_frac"] == pytest.approx(0.0)  # 10-11 push, 11-12 rollout, 12-20 learner, 20-21 push
+    assert b["rollout_overlaps_learner_s"] == pytest.approx(0.0)
+    main([str(path)])
+    assert "overhead" in capsys.readouterr().out
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no steps yet"):
+        load(empty)
