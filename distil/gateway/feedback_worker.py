@@ -3,7 +3,9 @@
 The feedback service's Serve deployment has no per-job bus mode yet (its stage,
 ``services.feedback.stage.FeedbackStage``, is only reachable in-process), so the driver
 runs that stage in a detached actor named ``distil-{job}-feedback``. It also grades
-evaluation samples on the held-out split.
+evaluation samples on the held-out split. With a ``human`` source the stage parks groups
+in the job's review queue (``services.feedback.review_stage``); ``health`` then reports
+the queue's counters (``reviews``), among them the items and groups that expired.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ class FeedbackJobWorker:
         from distil.bus import Bus, BusConfig
         from services.feedback.config import FeedbackConfig
         from services.feedback.grading import Grader
-        from services.feedback.stage import FeedbackStage
+        from services.feedback.review_stage import make_stage
 
         self.grader = Grader(FeedbackConfig.model_validate(config))
-        self.stage = FeedbackStage(self.grader)
+        self.stage = make_stage(self.grader)
         self.bus = Bus(BusConfig.model_validate(bus))
         self.stop = threading.Event()
         self.error = ""
@@ -39,7 +41,16 @@ class FeedbackJobWorker:
         self.thread.start()
 
     def health(self) -> dict[str, Any]:
-        return {"alive": self.thread.is_alive(), "error": self.error}
+        out: dict[str, Any] = {"alive": self.thread.is_alive(), "error": self.error}
+        queue = getattr(self.stage, "queue", None)
+        if queue is not None:
+            try:
+                out["reviews"] = queue.stats()
+            except Exception as exc:  # Redis away: the stage itself reports through error/alive
+                out["reviews_error"] = f"{type(exc).__name__}: {exc}"
+            if self.stage.release_error:
+                out["reviews_error"] = self.stage.release_error
+        return out
 
     def grade(
         self, task: dict[str, Any], responses: list[str], truncated: list[bool]

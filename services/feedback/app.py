@@ -114,6 +114,12 @@ def create_app(config: FeedbackConfig | None = None) -> FastAPI:
             raise HTTPException(
                 422, f"truncated has {len(request.truncated)} entries for {len(request.responses)} responses"
             )
+        if any(s.kind == "human" for s in request.sources or []):
+            raise HTTPException(
+                422,
+                "sources: kind 'human' works only in a job's feedback stage, where groups wait for "
+                "reviewers (docs/feedback.md, 'Human review'); /v1/grade answers at once",
+            )
         grader = await asyncio.to_thread(lambda: state.grader)
         result = await asyncio.to_thread(
             grader.grade_group,

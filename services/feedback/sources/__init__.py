@@ -10,12 +10,17 @@ from pydantic import Field
 from ..callbacks import CallbackRegistry
 from .environment import EnvironmentSource, EnvironmentSourceConfig
 from .external import ExternalSource, ExternalSourceConfig
+from .human import HumanSource, HumanSourceConfig
 from .protocol import FeedbackSource
 from .reference import ReferenceSource, ReferenceSourceConfig
 from .sibling import SiblingSource, SiblingSourceConfig
 
 SourceConfig = Annotated[
-    EnvironmentSourceConfig | SiblingSourceConfig | ReferenceSourceConfig | ExternalSourceConfig,
+    EnvironmentSourceConfig
+    | SiblingSourceConfig
+    | ReferenceSourceConfig
+    | ExternalSourceConfig
+    | HumanSourceConfig,
     Field(discriminator="kind"),
 ]
 
@@ -23,6 +28,7 @@ __all__ = [
     "EnvironmentSourceConfig",
     "ExternalSourceConfig",
     "FeedbackSource",
+    "HumanSourceConfig",
     "ReferenceSourceConfig",
     "SiblingSourceConfig",
     "SourceConfig",
@@ -39,4 +45,6 @@ def make_source(
         return SiblingSource(config)
     if isinstance(config, ReferenceSourceConfig):
         return ReferenceSource(config)
+    if isinstance(config, HumanSourceConfig):
+        return HumanSource(config)
     return ExternalSource(config, callbacks, callback_base_url)
