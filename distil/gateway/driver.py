@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -414,9 +415,9 @@ class JobDriver:
 
         ev = spec.evaluation
         tokenizer = _tokenizer(model_dir)
-        problems = []
         deadline = time.monotonic() + spec.timeouts.eval_s
-        for task in held_out[: ev.max_problems]:
+
+        def evaluate(task: Task) -> ProblemResult:
             if time.monotonic() > deadline:
                 raise JobFailure(
                     f"evaluation at step {step} took longer than timeouts.eval_s ({spec.timeouts.eval_s:.0f}s)"
@@ -433,23 +434,31 @@ class JobDriver:
             texts = [c["text"] for c in choices]
             grades = self.stages.grade(self.job_id, task.model_dump(mode="json"), texts,
                                        [c["finish_reason"] == "length" for c in choices], remaining)  # fmt: skip
-            problems.append(
-                ProblemResult(
-                    scores=[1.0 if g["success"] else 0.0 for g in grades],
-                    accuracies=[g["fraction"] for g in grades],
-                    answers=[" ".join(t.split()) for t in texts],
-                )
+            return ProblemResult(
+                scores=[1.0 if g["success"] else 0.0 for g in grades],
+                accuracies=[g["fraction"] for g in grades],
+                answers=[" ".join(t.split()) for t in texts],
             )
+
+        # All problems at once, so the engine batches them (continuous batching) instead of
+        # generating one problem's k samples at a time.
+        tasks = held_out[: ev.max_problems]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(tasks), EVAL_CONCURRENCY))) as pool:
+            problems = list(pool.map(evaluate, tasks))
         if not problems:
             return
         metrics = summarize(problems, [k for k in (1, 2, 4, 8, 16) if k <= ev.k])
         metrics["problems"] = float(len(problems))
         self.store.add_metrics(self.job_id, step, metrics, kind="eval")
-        self.store.add_event(self.job_id, "eval", {"step": step, "metrics": metrics})
+        solved = {t.id: sum(p.scores) for t, p in zip(tasks, problems, strict=True)}  # of ev.k samples
+        self.store.add_event(
+            self.job_id, "eval", {"step": step, "metrics": metrics, "solved": solved, "k": ev.k}
+        )
         self.observer.eval(self.job_id, metrics)
 
 
 _TOKENIZERS: dict[str, Any] = {}
+EVAL_CONCURRENCY = 32  # held-out problems in flight at once during an evaluation
 
 
 def _tokenizer(model_dir: Path):

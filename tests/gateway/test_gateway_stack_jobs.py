@@ -57,9 +57,17 @@ def submit(stack, spec: dict) -> str:
 
 
 def test_submit_runs_steps_and_completes(stack, vllm_tiny_dir, tasks_file):
-    job_id = submit(stack, tiny_job(vllm_tiny_dir, tasks_file, steps=2))
+    spec = tiny_job(vllm_tiny_dir, tasks_file, steps=2)
+    spec["evaluation"]["max_problems"] = 2  # evaluated concurrently
+    job_id = submit(stack, spec)
     job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=900)
     assert job["state"] == "completed", job["reason"]
+    # every stage stamped its span on the trained groups: the learner's timeline has them per step
+    timeline = [
+        json.loads(x) for x in (stack.data_dir / "jobs" / job_id / "timeline.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in timeline] == [1, 2]
+    assert all({"rollout", "feedback", "teacher", "learner"} <= set(r["spans"]) for r in timeline)
     with stack.client() as c:
         detail = c.get(f"/v1/jobs/{job_id}").json()
         assert detail["step"] == 2 and detail["policy_version"] >= 2
@@ -67,10 +75,13 @@ def test_submit_runs_steps_and_completes(stack, vllm_tiny_dir, tasks_file):
         train = [p for p in points if p["kind"] == "train"]
         assert [p["step"] for p in train] == [1, 2] and all("loss" in p and "reward_mean" in p for p in train)
         evals = [p for p in points if p["kind"] == "eval"]
-        assert evals and "score/pass@1" in evals[-1]
+        assert evals and "score/pass@1" in evals[-1] and evals[-1]["problems"] == 2.0
         assert [ck["step"] for ck in c.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]][-1] == 2
         events = c.get(f"/v1/jobs/{job_id}/events").text  # the job has ended: the stream closes
         assert "event: step" in events and "event: finished" in events
+        eval_data = [json.loads(b.split("data: ", 1)[1]) for b in events.split("\n\n") if "event: eval" in b]
+        assert eval_data and eval_data[-1]["k"] == 2 and len(eval_data[-1]["solved"]) == 2  # per problem
+        assert all(0 <= v <= 2 for v in eval_data[-1]["solved"].values())
         metrics = c.get("/metrics").text
         assert f'distil_job_step{{job="{job_id}"}} 2.0' in metrics
         assert "distil_stream_backlog" in metrics
