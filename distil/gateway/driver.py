@@ -37,20 +37,34 @@ class JobFailure(RuntimeError):
 
 
 def load_dataset(spec: JobSpec) -> tuple[list[Task], list[Task]]:
-    """(train, eval) tasks; errors name the file and what is wrong."""
-    from distil.data import load_tasks
+    """(train, eval) tasks; errors name the file (or dataset and split) and what is wrong."""
+    from distil.data import load_hf_tasks, load_tasks
     from distil.data.humaneval import load_humaneval
 
     ds = spec.dataset
+
+    def hf(split: str, limit: int | None) -> list[Task]:
+        return load_hf_tasks(ds.path, config=ds.config, split=split, fields=ds.fields, verifier=ds.verifier,
+                             limit=limit)  # fmt: skip
+
     try:
-        tasks = load_humaneval() if ds.kind == "humaneval" else load_tasks(ds.path)
+        if ds.kind == "hf":
+            tasks = hf(ds.split, ds.limit)
+        else:
+            tasks = load_humaneval() if ds.kind == "humaneval" else load_tasks(ds.path)
     except FileNotFoundError as exc:
         raise JobFailure(f"dataset: {exc}") from None
     except ValueError as exc:
         raise JobFailure(f"dataset: {exc}") from None
     if ds.limit:
         tasks = tasks[: ds.limit]
-    if ds.eval_path:
+    if ds.eval_split:
+        try:
+            held_out = hf(ds.eval_split, None)
+        except ValueError as exc:
+            raise JobFailure(f"dataset.eval_split: {exc}") from None
+        train = tasks
+    elif ds.eval_path:
         try:
             held_out = load_tasks(ds.eval_path)
         except (FileNotFoundError, ValueError) as exc:

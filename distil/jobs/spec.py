@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from distil.data.hf import HFFields, HFVerifier
 from distil.engine.config import SamplingConfig
 from distil.losses import ObjectiveConfig
 
@@ -25,22 +26,53 @@ JOB_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 class DatasetSpec(BaseModel):
-    """Where the tasks come from (task JSONL, see docs/feedback.md) and how they are split."""
+    """Where the tasks come from (task JSONL, see docs/feedback.md; the packaged HumanEval; or
+    a Hugging Face dataset mapped onto tasks) and how they are split."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["jsonl", "humaneval"] = "humaneval"
-    path: str | None = Field(default=None, description="jsonl: the training task file (one task per line).")
+    kind: Literal["jsonl", "humaneval", "hf"] = "humaneval"
+    path: str | None = Field(
+        default=None,
+        description="jsonl: the training task file (one task per line); hf: a hub id 'org/name', "
+        "a local dataset directory or one local data file (.parquet, .json, .jsonl, .csv, .arrow).",
+    )
     eval_path: str | None = Field(
         default=None, description="held-out task file; None = hold out `eval_fraction` of the tasks."
     )
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(default=None, ge=1, description="use only the first N tasks (smoke runs).")
+    # kind 'hf' only:
+    config: str | None = Field(
+        default=None, description="hf: the dataset configuration (load_dataset's name)."
+    )
+    split: str = Field(default="train", min_length=1, description="hf: the split to train on.")
+    eval_split: str | None = Field(
+        default=None, min_length=1, description="hf: the held-out split; None = eval_path or eval_fraction."
+    )
+    verifier: HFVerifier = Field(default="code", description="hf: how every task is verified.")
+    fields: HFFields = Field(default_factory=HFFields, description="hf: the column of each part of a task.")
 
     @model_validator(mode="after")
-    def _path_for_jsonl(self) -> DatasetSpec:
-        if self.kind == "jsonl" and not self.path:
-            raise ValueError("dataset.kind 'jsonl' needs dataset.path (a task JSONL file)")
+    def _consistent(self) -> DatasetSpec:
+        if self.kind in ("jsonl", "hf") and not self.path:
+            what = "a task JSONL file" if self.kind == "jsonl" else "a hub id, dataset directory or data file"
+            raise ValueError(f"dataset.kind {self.kind!r} needs dataset.path ({what})")
+        if self.kind != "hf":  # (a stored spec carries every default, so compare with those)
+            only_hf = [
+                name
+                for name in ("config", "split", "eval_split", "verifier", "fields")
+                if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)
+            ]
+            if only_hf:
+                verb = "applies" if len(only_hf) == 1 else "apply"
+                raise ValueError(f"dataset.{', dataset.'.join(only_hf)} {verb} to dataset.kind 'hf' only")
+            return self
+        if self.eval_split and self.eval_path:
+            raise ValueError("dataset.eval_split and dataset.eval_path both name the held-out tasks; set one")
+        problems = self.fields.problems(self.verifier)
+        if problems:
+            raise ValueError("; ".join(f"dataset.fields.{f}: {msg}" for f, msg in problems))
         return self
 
 
