@@ -100,6 +100,33 @@ def up(
 
 
 @app.command()
+def serve(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="placement file (deploy/serve/*.yaml)", dir_okay=False)
+    ],
+    host: Annotated[str | None, typer.Option(help="override the file's http_options.host")] = None,
+    port: Annotated[int | None, typer.Option(help="override the file's http_options.port")] = None,
+    print_serve_config: Annotated[
+        bool,
+        typer.Option("--print-serve-config", help="print the Ray Serve part (KubeRay serveConfigV2), exit"),
+    ] = False,
+) -> None:
+    """Start the stack from a placement file (Ray Serve config + distil section) in the
+    foreground: the container's entrypoint. Ctrl-C or `distil down` stops it."""
+    from distil.gateway.serve_config import ServeConfigError, dump_serve_config, load, serve
+
+    try:
+        cfg = load(config)
+        if print_serve_config:
+            typer.echo(dump_serve_config(cfg), nl=False)
+            return
+        serve(cfg, host=host, port=port, log=typer.echo)
+    except (ServeConfigError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1 if isinstance(exc, RuntimeError) else 2) from exc
+
+
+@app.command()
 def down() -> None:
     """Stop the stack started by `distil up`."""
     from distil.gateway.stack import down as stop

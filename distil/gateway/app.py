@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distil.gateway.auth import check_bearer
 from distil.gateway.observability import Observer
 from distil.jobs import FINAL, InvalidTransition, JobNotFound, JobSpec, JobStore, SpecError, parse_document
+from distil.jobs.spec import with_defaults
 
 JOB_ID = r"^[A-Za-z0-9_.-]{1,128}$"
 JobId = Annotated[str, Path(pattern=JOB_ID, description="job id as returned by POST /v1/jobs")]
@@ -170,7 +171,8 @@ async def _too_large(send, limit: int) -> None:
 
 
 def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
-               settings: GatewaySettings | None = None) -> FastAPI:  # fmt: skip
+               settings: GatewaySettings | None = None, job_defaults: dict[str, Any] | None = None,
+               ) -> FastAPI:  # fmt: skip
     settings = settings or GatewaySettings()
     observer = observer or Observer(store)
     bearer = HTTPBearer(auto_error=False, description="DISTIL_API_TOKEN")
@@ -218,19 +220,18 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
     async def prometheus_targets(request: Request) -> list[dict[str, Any]]:
         """Prometheus HTTP service discovery: the /metrics of every active job's stage services
         (served by the same HTTP proxy as this API)."""
+        from distil.gateway.stages import stage_apps
+
         host = request.headers.get("host") or "127.0.0.1:8000"
-        return [
-            {
-                "targets": [host],
-                "labels": {
-                    "__metrics_path__": f"/jobs/{job.id}/{stage}/metrics",
-                    "job_id": job.id,
-                    "stage": stage,
-                },
-            }
-            for job in store.active()
-            for stage in ("rollout", "teacher", "learner")
-        ]
+        out = []
+        for job in store.active():
+            place = job.spec.get("placement", {})
+            for stage, app_name, route in stage_apps(
+                job.id, place.get("rollout_replicas", 1), place.get("teacher_replicas", 1)
+            ):
+                labels = {"__metrics_path__": f"{route}/metrics", "job_id": job.id, "stage": stage}
+                out.append({"targets": [host], "labels": labels | {"app": app_name}})
+        return out
 
     @app.post(
         "/v1/jobs",
@@ -258,7 +259,8 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
 
         body = await request.body()
         try:
-            spec, _ = validate_spec(parse_document(body, request.headers.get("content-type", "")))
+            document = parse_document(body, request.headers.get("content-type", ""))
+            spec, _ = validate_spec(with_defaults(document, job_defaults or {}))
         except SpecError as exc:
             return JSONResponse(status_code=422, content={"detail": exc.errors})
         except UnicodeDecodeError:

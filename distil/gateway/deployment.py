@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from distil.gateway.app import GatewaySettings
@@ -31,6 +31,23 @@ class GatewayConfig(BaseModel):
     max_active_jobs: int = Field(default=1, ge=1)
     run_jobs: bool = Field(default=True, description="False = API only (no scheduler), for load tests.")
     api: GatewaySettings = Field(default_factory=GatewaySettings)
+    job_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="a partial job spec under every submitted one (e.g. the deployment's placement and "
+        "engine settings, see deploy/serve/); what a job sets wins.",
+    )
+
+    @field_validator("job_defaults")
+    @classmethod
+    def _valid_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from distil.gateway.spec import validate_spec
+        from distil.jobs import SpecError
+
+        try:
+            validate_spec(value)
+        except SpecError as exc:
+            raise ValueError(f"job_defaults is not a valid partial job spec: {exc}") from None
+        return value
 
 
 @serve.deployment(name="gateway", num_replicas=1, max_ongoing_requests=2000, health_check_period_s=10)
@@ -65,7 +82,13 @@ class GatewayDeployment:
     def __serve_build_asgi_app__(self):
         from distil.gateway.app import create_app
 
-        return create_app(self.store, self.token, observer=self.observer, settings=self.config.api)
+        return create_app(
+            self.store,
+            self.token,
+            observer=self.observer,
+            settings=self.config.api,
+            job_defaults=self.config.job_defaults,
+        )
 
     def check_health(self) -> None:
         if self.scheduler is not None and not self.scheduler.thread.is_alive():

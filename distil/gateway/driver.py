@@ -203,6 +203,7 @@ class JobDriver:
             "train": typed.training.model_dump(mode="json"),
             "stage": typed.learner.model_dump(mode="json"),
             "world_size": max(1, spec.placement.learner_gpus),
+            "gpus_per_rank": spec.placement.learner_gpus_per_rank if spec.placement.learner_gpus else 0.0,
             "keep_last": spec.checkpoint.keep_last,
         }
 

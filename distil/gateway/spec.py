@@ -105,6 +105,7 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
                 "msg": f"must be below engine.max_model_len ({engine.max_model_len}) to leave room for the prompt",
             }
         )
+    errors.extend(_tensor_parallel_errors(spec, engine, teacher))
     if errors:
         raise SpecError(errors)
     # One source of truth for the EMA rate: the self-teacher that receives the EMA weights.
@@ -116,3 +117,23 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
     return spec, TypedSections(
         engine=engine, teacher=teacher, feedback=feedback, training=training, learner=learner
     )
+
+
+def _tensor_parallel_errors(spec: JobSpec, engine: EngineConfig | None, teacher) -> list[dict[str, str]]:
+    """A replica whose engine shards over N GPUs must reserve exactly N (Ray hands it those)."""
+    out = []
+    engines = {"rollout": engine}
+    if teacher is not None and teacher.kind in ("self_ema", "self_frozen"):
+        engines["teacher"] = teacher.engine or engine
+    for stage, eng in engines.items():
+        gpus = getattr(spec.placement, f"{stage}_gpus")
+        if eng is not None and eng.tensor_parallel_size > 1 and gpus != eng.tensor_parallel_size:
+            out.append(
+                {
+                    "loc": f"placement.{stage}_gpus",
+                    "msg": f"the {stage} engine shards over {eng.tensor_parallel_size} GPUs "
+                    f"(tensor_parallel_size); set placement.{stage}_gpus to {eng.tensor_parallel_size}",
+                    "type": "placement",
+                }
+            )
+    return out

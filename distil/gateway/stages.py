@@ -3,7 +3,10 @@
 Per job the driver deploys three Serve applications -- ``distil-{job}-rollout``,
 ``distil-{job}-teacher`` and ``distil-{job}-learner`` (the rollout and teacher services
 take their job at construction; the learner deployment pushes weights to the handles of
-that job's rollout and teacher) -- and one feedback actor (see feedback_worker.py). The
+that job's rollout and teacher) -- and one feedback actor (see feedback_worker.py).
+Rollout and teacher replicas beyond the first are applications of their own
+(``distil-{job}-rollout-1``, ...): a Serve handle call reaches one replica, and every
+engine must receive every weight update, so the learner holds one handle per replica. The
 learner job itself is started through the learner's jobs API on its deployment handle.
 Every wait names what it waits for and ends with :class:`StageError` after its timeout.
 """
@@ -11,6 +14,7 @@ Every wait names what it waits for and ends with :class:`StageError` after its t
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,44 @@ def feedback_actor_name(job: str) -> str:
     return f"distil-{job}-feedback"
 
 
+def replica_suffix(i: int) -> str:
+    """Replica 0 keeps the plain name and route; replica i > 0 appends ``-{i}``."""
+    return "" if i == 0 else f"-{i}"
+
+
+def stage_apps(job: str, rollout_replicas: int = 1, teacher_replicas: int = 1) -> list[tuple[str, str, str]]:
+    """(stage, Serve application name, route prefix) of every stage application of a job."""
+    counts = {"rollout": rollout_replicas, "teacher": teacher_replicas, "learner": 1}
+    return [
+        (stage, f"distil-{job}-{stage}{replica_suffix(i)}", f"/jobs/{job}/{stage}{replica_suffix(i)}")
+        for stage, n in counts.items()
+        for i in range(n)
+    ]
+
+
+def _job_app_pattern(job: str) -> re.Pattern:
+    return re.compile(rf"^distil-{re.escape(job)}-(rollout|teacher|learner)(-\d+)?$")
+
+
 class ServeStages:
     """The real stages: Serve applications and a Ray actor per job."""
 
     def __init__(self, bus: dict[str, Any]) -> None:
         self.bus = bus  # BusConfig as a dict, with an explicit url every stage can reach
+        self.apps: dict[str, dict[str, str]] = {}  # job -> {application: stage}, set by start
+
+    def _apps(self, job: str) -> dict[str, str]:
+        """The job's stage applications: as started, else the base three and any replica Serve has."""
+        if job in self.apps:
+            return self.apps[job]
+        from ray import serve
+
+        found = {name: stage for stage, name, _ in stage_apps(job)}
+        pattern = _job_app_pattern(job)
+        for name in serve.status().applications:
+            if (m := pattern.match(name)) is not None:
+                found[name] = m.group(1)
+        return found
 
     # ------------------------------------------------------------------ start
 
@@ -50,28 +87,29 @@ class ServeStages:
         from services.rollout.deployment import RolloutDeployment
         from services.teacher.deployment import TeacherDeployment
 
-        names = app_names(job)
         running = serve.status().applications
         engine = typed.engine.model_copy(update={"model": str(model_dir)}).model_dump(mode="json")
         place = spec.placement
-        apps = {
-            "rollout": RolloutDeployment.options(ray_actor_options={"num_gpus": place.rollout_gpus}).bind(
-                {"engine": engine, "sampling": spec.rollout.model_dump(mode="json")}, job, self.bus
-            ),
-            "teacher": TeacherDeployment.options(ray_actor_options={"num_gpus": place.teacher_gpus}).bind(
-                teacher_config(typed, engine), str(model_dir), job, self.bus
-            ),
-        }
-        receivers = {"student": [[names["rollout"], "rollout"]]}
+        plan = stage_apps(job, place.rollout_replicas, place.teacher_replicas)
+        names = {stage: [name for s, name, _ in plan if s == stage] for stage in ("rollout", "teacher")}
+        receivers = {"student": [[name, "rollout"] for name in names["rollout"]]}
         scorer = getattr(typed.teacher, "scorer", None) if typed.teacher.kind == "black_box" else None
         if typed.teacher.kind == "self_ema" or (scorer is not None and scorer.kind == "self_ema"):
-            receivers["teacher"] = [[names["teacher"], "teacher"]]
-        apps["learner"] = LearnerDeployment.bind({"bus": self.bus, "receivers": receivers})
-        for stage in ("rollout", "teacher", "learner"):
-            name = names[stage]
+            receivers["teacher"] = [[name, "teacher"] for name in names["teacher"]]
+        builders = {
+            "rollout": lambda: RolloutDeployment.options(
+                ray_actor_options={"num_gpus": place.rollout_gpus}
+            ).bind({"engine": engine, "sampling": spec.rollout.model_dump(mode="json")}, job, self.bus),
+            "teacher": lambda: TeacherDeployment.options(
+                ray_actor_options={"num_gpus": place.teacher_gpus}
+            ).bind(teacher_config(typed, engine), str(model_dir), job, self.bus),
+            "learner": lambda: LearnerDeployment.bind({"bus": self.bus, "receivers": receivers}),
+        }
+        self.apps[job] = {name: stage for stage, name, _ in plan}
+        for stage, name, route in plan:
             if name in running and running[name].status in ("RUNNING", "DEPLOYING"):
                 continue
-            serve._run(apps[stage], _blocking=False, name=name, route_prefix=f"/jobs/{job}/{stage}")
+            serve._run(builders[stage](), _blocking=False, name=name, route_prefix=route)
         from distil.gateway.feedback_worker import FeedbackJobWorker
 
         feedback = (
@@ -89,17 +127,19 @@ class ServeStages:
         from ray import serve
 
         deadline = time.monotonic() + timeout_s
-        names = app_names(job)
+        names = self._apps(job)
         while True:
             apps = serve.status().applications
             waiting = []
-            for stage, name in names.items():
+            for name, stage in names.items():
                 app = apps.get(name)
                 status = app.status if app else "MISSING"
                 if status in ("DEPLOY_FAILED", "UNHEALTHY"):
                     raise StageError(f"the {stage} service of job {job} failed to start: {_app_message(app)}")
                 if status != "RUNNING":
-                    waiting.append(f"{stage} ({status})")
+                    waiting.append(
+                        f"{stage} ({status})" if name == app_names(job)[stage] else f"{name} ({status})"
+                    )
             health = self.feedback_health(job, timeout_s=max(1.0, deadline - time.monotonic()))
             if health.get("error"):
                 raise StageError(f"the feedback stage of job {job} failed: {health['error']}")
@@ -170,10 +210,10 @@ class ServeStages:
         from ray import serve
 
         apps = serve.status().applications
-        for stage, name in app_names(job).items():
+        for name, stage in self._apps(job).items():
             app = apps.get(name)
             if app is None:
-                return f"the {stage} service of job {job} is gone"
+                return f"the {stage} service of job {job} is gone ({name})"
             if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 return f"the {stage} service of job {job} is {app.status}: {_app_message(app)}"
         fb = self.feedback_health(job)
@@ -227,11 +267,12 @@ class ServeStages:
             pass  # never started
         except Exception as exc:
             log.warning("feedback actor of %s did not stop cleanly: %s", job, exc)
-        for name in app_names(job).values():
+        for name in self._apps(job):
             try:
                 serve.delete(name, _blocking=False)
             except Exception as exc:
                 log.warning("could not delete Serve application %s: %s", name, exc)
+        self.apps.pop(job, None)
 
 
 def teacher_config(typed: TypedSections, engine: dict[str, Any]) -> dict[str, Any]:

@@ -101,13 +101,24 @@ class CheckpointSpec(BaseModel):
 
 
 class PlacementSpec(BaseModel):
-    """Accelerators per service replica (0 = CPU)."""
+    """Accelerators per service replica (0 = CPU) and how many replicas or ranks each stage runs.
+
+    A replica with ``engine.tensor_parallel_size`` > 1 reserves that many whole GPUs; below 1
+    GPU, stages share a GPU (Ray's fractional GPUs; vLLM's ``gpu_memory_utilization`` and the
+    learner's budget decide whether they fit, see docs/deploy.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    rollout_gpus: float = Field(default=0.0, ge=0)
-    teacher_gpus: float = Field(default=0.0, ge=0)
+    rollout_gpus: float = Field(default=0.0, ge=0, description="GPUs per rollout replica.")
+    rollout_replicas: int = Field(
+        default=1, ge=1, description="data-parallel rollout engines, each receives every weight update."
+    )
+    teacher_gpus: float = Field(default=0.0, ge=0, description="GPUs per teacher replica.")
+    teacher_replicas: int = Field(default=1, ge=1, description="teacher engines scoring in parallel.")
     learner_gpus: int = Field(default=0, ge=0, description="training ranks on GPUs; 0 = one CPU rank.")
+    learner_gpus_per_rank: float = Field(
+        default=1.0, gt=0, le=1, description="GPU share each training rank reserves (below 1: shares a GPU)."
+    )
     feedback_cpus: float = Field(default=1.0, gt=0)
 
 
@@ -202,6 +213,16 @@ def parse_document(text: str | bytes, content_type: str = "") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError([{"loc": "(spec)", "msg": "a job spec must be a JSON/YAML object"}])
     return data
+
+
+def with_defaults(document: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``document`` over ``defaults`` (a partial spec, e.g. a deployment's placement and engine
+    settings): mappings merge key by key, anything else the document sets wins."""
+    out = dict(defaults)
+    for key, value in document.items():
+        base = out.get(key)
+        out[key] = with_defaults(value, base) if isinstance(value, dict) and isinstance(base, dict) else value
+    return out
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:

@@ -35,10 +35,19 @@ class LearnerJobSpec(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     stage: StageConfig = Field(default_factory=StageConfig)
     world_size: int = Field(default=1, ge=1, description="Training ranks (Ray actors, FSDP2).")
+    gpus_per_rank: float = Field(
+        default=0.0, ge=0, le=1, description="GPU share each rank's actor reserves; 0 = train on CPU."
+    )
     checkpoint_dir: Path | None = Field(
         default=None, description="None = <data_dir>/jobs/<job_id>/checkpoints."
     )
     keep_last: int = Field(default=3, ge=1)
+
+
+def _cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
 
 
 class LearnerJob:
@@ -77,13 +86,19 @@ class LearnerJob:
         ckpt = spec.checkpoint_dir or data_dir() / "jobs" / spec.job_id / "checkpoints"
         args = (model_dir, spec.objective, spec.train, ckpt)
         kwargs = {"keep_last": spec.keep_last, "transport": self.transport}
-        if spec.world_size == 1:
+        gpus = spec.gpus_per_rank
+        if gpus and not _cluster_has_gpus():
+            log.warning("job %s: the Ray cluster has no GPUs; its training ranks run on CPU", spec.job_id)
+            gpus = 0.0
+        if spec.world_size == 1 and gpus == 0:
             from services.learner.backend import LocalTrainer
 
             return LocalTrainer(*args, **kwargs)
         from services.learner.workers import TrainerGroup
 
-        return TrainerGroup(*args, world_size=spec.world_size, **kwargs)
+        # GPU ranks run as actors that reserve their GPU share, so Ray places them on GPUs
+        # no engine holds (this replica reserves none), even a single rank.
+        return TrainerGroup(*args, world_size=spec.world_size, gpus_per_worker=gpus, **kwargs)
 
     def _on_step(self, version: int, metrics: dict[str, float]) -> None:
         self.last_metrics = dict(metrics)
