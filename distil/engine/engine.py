@@ -63,7 +63,19 @@ def _engine_args(cfg: EngineConfig):
     )
     if cfg.kv_cache_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
+    if _cpu_platform():
+        # vLLM's CPU worker crashes on a seeded request whose prefill is split over steps
+        # (it rewinds the request's generator, and CPU generators have no offset): schedule
+        # whole prompts only. Needs a step budget of at least one full-length prompt.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(cfg.max_model_len, 4096)
     return AsyncEngineArgs(**kwargs)
+
+
+def _cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 class Engine:

@@ -213,3 +213,16 @@ def test_wrong_probe_raises_naming_both_versions(engine, base_hf, alt_hf):
     assert engine.update_weights(alt_hf.named_parameters(), new, good).applied
     assert engine.engine.verified
     restore(engine, base_hf, new + 1)
+
+
+def test_many_seeded_requests_at_once_do_not_crash_the_cpu_engine(engine):
+    """Regression: vLLM's CPU worker rewinds a seeded request's generator when it discards
+    the token sampled during a partial (chunked) prefill, and CPU generators have no offset
+    ("CPU Generator does not use offset"), which killed the engine as soon as concurrent
+    seeded prompts exceeded one step's token budget (a concurrent evaluation did)."""
+    prompts = [[(7 * i + j) % 200 + 5 for j in range(200)] for i in range(24)]  # 4800 prompt tokens
+    sampling = SamplingConfig(n=4, temperature=1.0, max_tokens=4, seed=3, ignore_eos=True)
+    outs = engine.generate_many(prompts, sampling)
+    assert len(outs) == 24 and all(len(o) == 4 and all(len(s.token_ids) == 4 for s in o) for o in outs)
+    again = engine.generate_many(prompts[:2], sampling)  # seeded: reproducible
+    assert [list(s.token_ids) for s in again[0]] == [list(s.token_ids) for s in outs[0]]
