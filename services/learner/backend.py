@@ -18,7 +18,7 @@ from services.learner.device import configure_threads, train_device
 from services.learner.distributed import Topology, full_state_dict, shard_policy
 from services.learner.lora import apply_lora, effective_weights, lora_layers
 from services.learner.policy import PolicyLogprobs
-from services.learner.publish import WeightTransport, WeightUpdate, make_probe
+from services.learner.publish import WeightTransport, WeightUpdate, make_probe, probe_skeleton
 from services.learner.step import Learner
 
 # A short fixed text whose log-probs every receiver checks after loading new weights.
@@ -89,6 +89,7 @@ class LocalTrainer:
                     )
         self.vocab_size = model.config.vocab_size
         self.probe_ids = tokenizer.encode(probe_text, add_special_tokens=False)
+        self._skeleton: torch.nn.Module | None = None  # built on first publish when sharded
         policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
         if self.topo.distributed:
             shard_policy(policy)
@@ -114,12 +115,17 @@ class LocalTrainer:
         teacher = self.learner.ema.weights()
         if self.topo.rank != 0:
             return []
-        results = self.transport.send(
-            WeightUpdate("student", version, student, make_probe(model, self.probe_ids))
-        )
-        results += self.transport.send(
-            WeightUpdate("teacher", version, teacher, make_probe(model, self.probe_ids, teacher))
-        )
+        if self.topo.distributed:  # probe the gathered tensors on a plain skeleton of the model
+            if self._skeleton is None:
+                self._skeleton = probe_skeleton(model)
+            buffers = dict(model.named_buffers())
+            student_probe = make_probe(self._skeleton, self.probe_ids, student | buffers)
+            teacher_probe = make_probe(self._skeleton, self.probe_ids, teacher | buffers)
+        else:
+            student_probe = make_probe(model, self.probe_ids)
+            teacher_probe = make_probe(model, self.probe_ids, teacher)
+        results = self.transport.send(WeightUpdate("student", version, student, student_probe))
+        results += self.transport.send(WeightUpdate("teacher", version, teacher, teacher_probe))
         return results
 
     def save_checkpoint(self, progress: Progress) -> str:

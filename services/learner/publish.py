@@ -32,8 +32,12 @@ def make_probe(
     model: torch.nn.Module, token_ids: Sequence[int], params: Mapping[str, torch.Tensor] | None = None
 ) -> Probe:
     """The model's per-token log-probs on ``token_ids`` at temperature 1 (with ``params``
-    substituted for its parameters, e.g. the EMA teacher's), as a ``Probe``."""
-    ids = torch.tensor([list(token_ids)], dtype=torch.long, device=next(model.parameters()).device)
+    substituted for its parameters, e.g. the EMA teacher's), as a ``Probe``.
+
+    With ``params`` holding every parameter and buffer, ``model`` may be a skeleton on the
+    meta device (how a sharded model is probed: see ``probe_skeleton``)."""
+    device = next(iter(params.values())).device if params else next(model.parameters()).device
+    ids = torch.tensor([list(token_ids)], dtype=torch.long, device=device)
     with torch.no_grad():
         if params is None:
             logits = model(input_ids=ids).logits
@@ -43,6 +47,16 @@ def make_probe(
             ).logits
         logp = torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
     return Probe(token_ids=tuple(int(t) for t in token_ids), expected_logprobs=tuple(float(x) for x in logp))
+
+
+def probe_skeleton(model: torch.nn.Module) -> torch.nn.Module:
+    """A parameterless copy (meta device) of a Hugging Face causal LM, to probe full tensors
+    with ``make_probe``. Under FSDP2 the model's own forward is a collective every rank must
+    join, so rank 0 cannot run it alone on the gathered weights."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(model.config)
 
 
 class WeightPublishError(RuntimeError):

@@ -15,7 +15,13 @@ from distil.engine.types import Probe
 from distil.losses import ObjectiveConfig
 from services.learner.backend import LocalTrainer
 from services.learner.config import TrainConfig
-from services.learner.publish import RayObjectStoreTransport, WeightPublishError, WeightUpdate, make_probe
+from services.learner.publish import (
+    RayObjectStoreTransport,
+    WeightPublishError,
+    WeightUpdate,
+    make_probe,
+    probe_skeleton,
+)
 from services.learner.stage import LearnerStage, StageConfig
 from tests.learner.test_learner_stage import events, scored_group
 
@@ -91,3 +97,18 @@ def test_teacher_probe_uses_the_ema_parameters(tiny_model_dir):
     want = make_probe(other, ids)
     np.testing.assert_allclose(got.expected_logprobs, want.expected_logprobs, rtol=1e-5, atol=1e-5)
     assert not np.allclose(got.expected_logprobs, make_probe(model, ids).expected_logprobs)
+
+
+def test_probe_of_full_tensors_on_a_skeleton_matches_the_model(tiny_model_dir):
+    """How a sharded (FSDP2) learner probes: the gathered tensors on a meta-device skeleton,
+    never the sharded module's forward, which every rank would have to join."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    skeleton = probe_skeleton(model)
+    assert all(p.is_meta for p in skeleton.parameters())
+    full = {n: p.detach().clone() for n, p in model.named_parameters()} | dict(model.named_buffers())
+    ids = [1, 2, 3, 4, 5, 6]
+    got = make_probe(skeleton, ids, full)
+    want = make_probe(model, ids)
+    np.testing.assert_allclose(got.expected_logprobs, want.expected_logprobs, rtol=1e-6, atol=1e-6)
