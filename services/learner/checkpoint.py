@@ -35,6 +35,9 @@ class Progress:
     policy_version: int = 0
     data_cursor: dict[str, Any] = field(default_factory=dict)
     bus_positions: dict[str, str] = field(default_factory=dict)
+    # The model's lineage: the group ids each step trained, in order, for every step these
+    # weights went through (a step retrained after a restore replaces the lost one).
+    trained_groups: list[list[str]] = field(default_factory=list)
 
 
 def _rng_state() -> dict[str, Any]:

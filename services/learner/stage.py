@@ -3,7 +3,9 @@
 Exactly-once training: a group's bus entry is acknowledged only once a checkpoint covers
 the step that trained it. If the learner dies in between, the entries are still pending,
 are claimed again after ``claim_idle_s`` and retrained from that checkpoint — nothing
-accepted is lost and nothing is trained twice into the surviving weights.
+accepted is lost and nothing is trained twice into the surviving weights. The weights'
+lineage (the group ids of every step they went through) is kept in ``Progress`` and saved
+with each checkpoint, so this can be audited by group id.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class StageCounters:
     dropped_stale: int = 0
     rejected: int = 0
     worker_restarts: int = 0
-    trained_group_ids: list[str] = field(default_factory=list)
+    trained_group_ids: list[str] = field(default_factory=list)  # by this stage, replays not repeated
+    restored_versions: list[int] = field(default_factory=list)  # checkpoint versions restarts went back to
 
 
 class LearnerStage:
@@ -66,6 +69,7 @@ class LearnerStage:
         self.on_step = on_step
         self.progress = backend.resume() or Progress()
         self.counters = StageCounters()
+        self._reported_restarts = 0  # worker restarts already reported in a step's metrics
         # Steps trained since the last checkpoint, with their deliveries (not acknowledged yet).
         self.pending_steps: list[list[tuple[Delivery, list, list[float]]]] = []
 
@@ -122,6 +126,7 @@ class LearnerStage:
             metrics[f"time_{stage}"] = sum(b - a for a, b in got) / max(len(got), 1)  # mean per group
         metrics["time_train"] = w2 - w1
         self.pending_steps.append(batch)
+        self.progress.trained_groups.append(_group_ids(batch))
         self.progress.policy_version += 1
         self.counters.steps += 1
         self.counters.groups_trained += len(batch)
@@ -137,6 +142,7 @@ class LearnerStage:
             "teacher_signal_frac": sum(1.0 for s in samples if s.teacher_mask) / n,
             "dropped_stale": float(self.counters.dropped_stale),
             "rejected_groups": float(self.counters.rejected),
+            "worker_restarts": float(self.counters.worker_restarts),
         }
         if self.counters.steps % self.cfg.publish_every == 0:
             t2 = time.perf_counter()
@@ -149,6 +155,10 @@ class LearnerStage:
                 WeightsUpdated(job_id=self.job, policy_version=version, step=self.counters.steps)
             )
         self._record_timeline(spans)
+        if self.counters.worker_restarts > self._reported_restarts:  # workers went back to a checkpoint
+            metrics["restored_policy_version"] = float(self.counters.restored_versions[-1])
+            metrics["worker_restarts"] = float(self.counters.worker_restarts)
+            self._reported_restarts = self.counters.worker_restarts
         self.events.publish(
             StepDone(job_id=self.job, step=self.counters.steps, policy_version=self.version, metrics=metrics)
         )
@@ -169,12 +179,21 @@ class LearnerStage:
                         self.backend.step(
                             [s for _, ss, _ in batch for s in ss], [r for _, _, rs in batch for r in rs]
                         )
+                        self.progress.trained_groups.append(_group_ids(batch))
                         self.progress.policy_version += 1
                     replay = False
                 return action()
             except WorkerGroupRestarted as restarted:
                 self.counters.worker_restarts += 1
                 self.progress = restarted.progress or Progress()
+                self.counters.restored_versions.append(self.progress.policy_version)
+                log.warning(
+                    "job %s: training workers restarted from the checkpoint at policy version %d; "
+                    "retraining the %d steps since",
+                    self.job,
+                    self.progress.policy_version,
+                    len(self.pending_steps),
+                )
                 replay = True
 
     def _record_timeline(self, spans: dict[str, list[tuple[float, float]]]) -> None:
@@ -215,3 +234,7 @@ class LearnerStage:
             path = self.checkpoint()
         self.events.publish(JobFinished(job_id=self.job, step=self.counters.steps, final_checkpoint=path))
         return self.counters
+
+
+def _group_ids(batch: list[tuple[Delivery, list, list[float]]]) -> list[str]:
+    return [d.group.group_id for d, _, _ in batch]

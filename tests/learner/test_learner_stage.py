@@ -104,6 +104,11 @@ def test_a_dead_learners_uncheckpointed_groups_are_retrained(bus, job_id, tiny_m
     # and a third learner resumes from the checkpoint, at version 2
     third = make_stage(bus, job_id, tiny_model_dir, tmp_path, "resumes", groups_per_step=2)
     assert third.version == 2
+    # the checkpoint's lineage: the two steps of the weights, each group in it once (the step
+    # the dead learner trained and lost is not part of it)
+    lineage = third.progress.trained_groups
+    assert len(lineage) == 2 and all(len(step) == 2 for step in lineage)
+    assert sorted(g for step in lineage for g in step) == sorted(g.group_id for g in groups)
 
 
 def test_stage_writes_each_steps_spans_to_the_timeline(bus, job_id, tiny_model_dir, tmp_path):

@@ -52,7 +52,12 @@ def test_killed_worker_group_restarts_from_checkpoint(ray_local, bus, tiny_model
     stage.run(steps=1)  # step 4 hits the dead worker: restart from step 2, retrain 3, then 4
     group.shutdown()
     assert stage.counters.worker_restarts == 1 and group.restarts == 1
+    assert stage.counters.restored_versions == [2]  # back to the checkpoint of step 2
     assert stage.version == 4 and bus.backlog(job_b, "scored") == 0
+    # The final weights' lineage: step 3 retrained in place of the lost one, every group once.
+    lineage = stage.progress.trained_groups
+    assert len(lineage) == 4 and len({g for step in lineage for g in step}) == 8
+    assert lineage[2] == stage.counters.trained_group_ids[4:6]
 
     name_a, wa = final_weights(tmp_path / "a")
     name_b, wb = final_weights(tmp_path / "b")
