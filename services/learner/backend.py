@@ -87,6 +87,11 @@ class LocalTrainer:
                     raise ValueError(
                         f"checkpoint adapters do not fit this LoRA config: {result.unexpected_keys[:3]}"
                     )
+        if train.activation_checkpointing:
+            # Non-reentrant: works with FSDP2 and with LoRA's frozen base (inputs need no grad).
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        model.train()  # HF loads in eval mode; checkpointing (and any dropout) apply in training mode
         self.vocab_size = model.config.vocab_size
         self.probe_ids = tokenizer.encode(probe_text, add_special_tokens=False)
         self._skeleton: torch.nn.Module | None = None  # built on first publish when sharded

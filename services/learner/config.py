@@ -19,6 +19,10 @@ class TrainConfig(BaseModel):
     teacher_ema_rate: float = Field(default=0.01, ge=0, le=1, description="0 = frozen initial teacher.")
     token_budget: int = Field(default=8192, gt=0, description="Padded tokens per micro-batch.")
     logits_chunk: int = Field(default=1024, gt=0, description="Sequence chunk for the log-prob gather.")
+    activation_checkpointing: bool = Field(
+        default=False,
+        description="Recompute each block's activations in backward (less memory, ~1/3 more compute).",
+    )
     cpu_threads: int | None = Field(
         default=None, gt=0, description="Torch threads per CPU rank; None = the usable cores / ranks."
     )
