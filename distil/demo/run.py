@@ -66,7 +66,7 @@ def demo_spec(
         },
         "checkpoint": {"every_steps": max(steps // 2, 1), "keep_last": 2},
         "engine": dict(DEMO_ENGINE),
-        "training": {"lr": 3e-5, "token_budget": 4096},
+        "training": {"lr": 3e-5, "token_budget": 2048},
         "learner": {"groups_per_step": 4, "max_staleness": 1},
     }
     spec.update(overrides)
