@@ -172,7 +172,8 @@ async def _too_large(send, limit: int) -> None:
 
 def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
                settings: GatewaySettings | None = None, job_defaults: dict[str, Any] | None = None,
-               ) -> FastAPI:  # fmt: skip
+               bus=None) -> FastAPI:  # fmt: skip
+    """``bus`` (a ``distil.bus.Bus``) backs the review queue API; None answers those routes 503."""
     settings = settings or GatewaySettings()
     observer = observer or Observer(store)
     bearer = HTTPBearer(auto_error=False, description="DISTIL_API_TOKEN")
@@ -386,6 +387,9 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
             app.openapi_schema = schema
         return app.openapi_schema
 
+    from distil.gateway.reviews import add_review_routes
+
+    add_review_routes(app, auth=auth, get_job=get_job, bus=bus)
     app.openapi = openapi
     return app
 

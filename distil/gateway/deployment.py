@@ -88,6 +88,7 @@ class GatewayDeployment:
             observer=self.observer,
             settings=self.config.api,
             job_defaults=self.config.job_defaults,
+            bus=self.bus,
         )
 
     def check_health(self) -> None:

@@ -108,7 +108,7 @@ function renderQueue() {
     if (it.item === state.current) li.classList.add("current");
     li.append(el("span", "task", it.task_id || it.group_id));
     const outcome = it.success === null ? "" : it.success ? "passed · " : "failed · ";
-    li.append(el("span", "sub", `response ${it.index} · ${outcome}${left(it.seconds_left)}`));
+    li.append(el("span", "sub", `response ${it.index + 1} · ${outcome}${left(it.seconds_left)}`));
     li.addEventListener("click", () => select(it.item));
     list.append(li);
   }
