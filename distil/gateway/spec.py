@@ -98,6 +98,7 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
         errors.append(
             {"loc": "feedback.sources", "msg": f"objective {spec.objective.name!r} needs at least one source"}
         )
+    errors += _human_review_errors(feedback, spec)
     if engine is not None and spec.rollout.max_tokens >= engine.max_model_len:
         errors.append(
             {
@@ -106,6 +107,7 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
             }
         )
     errors.extend(_tensor_parallel_errors(spec, engine, teacher))
+    errors.extend(_lora_errors(engine, training))
     if errors:
         raise SpecError(errors)
     # One source of truth for the EMA rate: the self-teacher that receives the EMA weights.
@@ -137,3 +139,57 @@ def _tensor_parallel_errors(spec: JobSpec, engine: EngineConfig | None, teacher)
                 }
             )
     return out
+
+
+def _human_review_errors(feedback: FeedbackSection | None, spec: JobSpec) -> list[dict[str, str]]:
+    """At most one human source, and its deadline shorter than the driver's step timeouts
+    (groups waiting for reviewers hold up the learner's steps for up to the deadline)."""
+    humans = [(i, s) for i, s in enumerate(feedback.sources or []) if s.kind == "human"] if feedback else []
+    errors = []
+    if len(humans) > 1:
+        errors.append(
+            {"loc": f"feedback.sources.{humans[1][0]}", "msg": "at most one source of kind 'human'"}
+        )
+    limit = min(spec.timeouts.first_step_s, spec.timeouts.step_s)
+    for i, source in humans:
+        if source.deadline_s >= limit:
+            errors.append(
+                {
+                    "loc": f"feedback.sources.{i}.deadline_s",
+                    "msg": f"must be below timeouts.step_s and timeouts.first_step_s ({limit:.0f}s): groups "
+                    "waiting for reviewers hold up the learner's steps for up to the deadline",
+                }
+            )
+    return errors
+
+
+def _lora_errors(engine: EngineConfig | None, training: TrainConfig | None) -> list[dict[str, str]]:
+    """A LoRA student is published as its adapter, which only a rollout engine started with
+    ``engine.lora`` loads; full fine-tuning publishes full weights, which such an engine refuses."""
+    if engine is None or training is None:
+        return []
+    if training.lora is not None and engine.lora is None:
+        return [
+            {
+                "loc": "engine.lora",
+                "msg": f"training.lora is set, so the rollout engine receives LoRA adapters: set engine.lora "
+                f"(e.g. {{max_rank: {training.lora.r}}}; max_rank must be one of vLLM's 1, 8, 16, 32, 64, ...)",
+            }
+        ]
+    if training.lora is None and engine.lora is not None:
+        return [
+            {
+                "loc": "engine.lora",
+                "msg": "set only with training.lora: full fine-tuning publishes full weights, "
+                "which an engine with LoRA refuses",
+            }
+        ]
+    if training.lora is not None and engine.lora is not None and engine.lora.max_rank < training.lora.r:
+        return [
+            {
+                "loc": "engine.lora.max_rank",
+                "msg": f"{engine.lora.max_rank} is below training.lora.r ({training.lora.r}); "
+                "the engine would refuse the adapter",
+            }
+        ]
+    return []

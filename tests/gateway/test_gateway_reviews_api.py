@@ -107,3 +107,22 @@ def test_without_a_bus_the_review_api_says_so(tmp_path):
         r = c.get(f"/v1/jobs/{job.id}/reviews", headers=AUTH)
         assert r.status_code == 503 and "without a bus" in r.json()["detail"]
     store.close()
+
+
+def test_job_specs_with_a_human_source_are_checked_at_submission(api):
+    human = {"kind": "human", "selection": "fraction", "fraction": 0.2, "deadline_s": 300}
+    ok = api.post("/v1/jobs", headers=AUTH, json={"feedback": {"sources": [{"kind": "environment"}, human]}})
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["state"] == "queued"
+    two = api.post("/v1/jobs", headers=AUTH, json={"feedback": {"sources": [human, human]}})
+    assert two.status_code == 422 and two.json()["detail"][0]["loc"] == "feedback.sources.1"
+    slow = api.post(
+        "/v1/jobs",
+        headers=AUTH,
+        json={"feedback": {"sources": [human | {"deadline_s": 900}]}, "timeouts": {"step_s": 600}},
+    )
+    assert slow.status_code == 422
+    assert slow.json()["detail"][0]["loc"] == "feedback.sources.0.deadline_s"
+    assert "below timeouts.step_s" in slow.json()["detail"][0]["msg"]
+    bad = api.post("/v1/jobs", headers=AUTH, json={"feedback": {"sources": [human | {"selection": "some"}]}})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"].startswith("feedback.sources.0")
