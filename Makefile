@@ -10,9 +10,14 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install test test-fast test-slow lint proto demo clean
+.PHONY: install browser test test-fast test-slow lint proto demo clean
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Debian's Chromium for the review page's browser test (tests/gateway/test_gateway_review_browser.py),
+# driven by Playwright with executable_path; Playwright's own browser download is never used.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
