@@ -159,6 +159,23 @@ def plot(jobs: list[dict], objectives: list[str], out: Path) -> Path:
     return path
 
 
+def import_job(state: dict, job_id: str, regime: str, objective: str, seed: int, steps: int) -> None:
+    """Add a finished job (e.g. ``make demo``'s, which is the code regime's DistIL run) from the
+    job store in the data directory, instead of running it again."""
+    from distil.jobs import JobStore
+
+    store = JobStore()  # <data_dir>/jobs.sqlite3, where the gateway keeps it
+    evals = sorted((e["data"] for e in store.events(job_id, limit=100000) if e["kind"] == "eval"),
+                   key=lambda e: e["step"])  # fmt: skip
+    if len(evals) < 2:
+        raise SystemExit(f"job {job_id} has {len(evals)} evaluations; need one before and one after training")
+    state["base_evals"] = state.get("base_evals", {}) | {f"{regime}/s{seed}": evals[0]}
+    state["jobs"].append({"regime": regime, "objective": objective, "seed": seed, "steps": steps, "job": job_id,
+                          "wall_s": None, "before": evals[0]["metrics"], "after": evals[-1]["metrics"],
+                          "solved_before": evals[0].get("solved"), "solved_after": evals[-1].get("solved"),
+                          "train": store.metrics(job_id, kind="train")})  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -166,12 +183,20 @@ def main() -> None:
     ap.add_argument("--objectives", nargs="+", default=["distil", "sdpo", "grpo", "ce"])
     ap.add_argument("--regimes", nargs="+", default=["code", "zero"], choices=["code", "zero"])
     ap.add_argument("--port", type=int, default=8100)
+    ap.add_argument("--import-job", nargs=4, metavar=("JOB", "REGIME", "OBJECTIVE", "SEED"),
+                    help="record a finished job from the job store instead of running it")  # fmt: skip
     args = ap.parse_args()
     console = Console()
     out = data_dir() / "compare"
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     state: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {"jobs": []}
+    if args.import_job:
+        job, regime, objective, seed = args.import_job
+        import_job(state, job, regime, objective, int(seed), args.steps)
+        results_path.write_text(json.dumps(state, indent=1))
+        console.print(f"imported {job} as {regime}/{objective}/s{seed}")
+        return
     done = {(j["regime"], j["objective"], j["seed"], j["steps"]) for j in state["jobs"]}
     stack = Stack(args.port, console)
     try:

@@ -167,6 +167,17 @@ def run_job(client, spec: dict, console: Console, out_dir: Path, timeout_s: floa
     return summary
 
 
+def cancel_leftovers(client, console: Console) -> None:
+    """A demo interrupted earlier left its job active in the persisted job store; the gateway
+    would resume it first and queue this one behind it. Cancel it instead, and say so."""
+    for job in client.request("GET", "/v1/jobs")["jobs"]:
+        if job["state"] in ("queued", "starting", "running") and str(job.get("name", "")).startswith("demo-"):
+            client.request("POST", f"/v1/jobs/{job['id']}/cancel")
+            console.print(
+                f"cancelled {job['id']} ({job['name']}, {job['state']}) left by an interrupted demo"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=16)
@@ -184,6 +195,7 @@ def main() -> None:
         from distil.gateway.client import GatewayClient
 
         client = GatewayClient(f"http://127.0.0.1:{args.port}", timeout_s=60)
+        cancel_leftovers(client, console)
         run_job(client, demo_spec(train, held, steps=args.steps, seed=args.seed, objective=args.objective),
                 console, out_dir)  # fmt: skip
     finally:

@@ -40,3 +40,33 @@ def test_demo_spec_is_a_valid_job(tmp_path):
     assert spec.evaluation.at_start and spec.evaluation.at_end and spec.steps == 4 and spec.seed == 1
     assert spec.objective.name == "distil" and spec.rollout.n == 4
     assert typed.learner.groups_per_step == 4
+
+
+def test_an_interrupted_demos_job_is_cancelled_not_resumed(tmp_path):
+    from fastapi.testclient import TestClient
+    from rich.console import Console
+
+    from distil.demo.run import cancel_leftovers, demo_spec, write_splits
+    from distil.gateway.app import create_app
+    from distil.jobs import JobStore
+
+    train, held = write_splits(tmp_path, seed=0)
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    left = store.create(demo_spec(train, held, steps=4, seed=0), name="demo-distil-s0")
+    store.transition(left.id, "starting")
+    store.transition(left.id, "running")
+    other = store.create(demo_spec(train, held, steps=4, seed=0), name="my-own-job")
+    with TestClient(create_app(store, "t")) as http:
+
+        class Client:  # GatewayClient's request() over the in-process app
+            def request(self, method, path, **kw):
+                r = http.request(method, path, headers={"Authorization": "Bearer t"}, **kw)
+                assert r.status_code < 400, r.text
+                return r.json()
+
+        console = Console(record=True)
+        cancel_leftovers(Client(), console)
+    assert store.get(left.id).cancel_requested or store.get(left.id).state == "cancelled"
+    assert store.get(other.id).state == "queued"  # not ours: left alone
+    assert left.id in console.export_text()
+    store.close()
