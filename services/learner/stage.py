@@ -23,6 +23,7 @@ from distil.bus import Bus, CheckpointWritten, Delivery, JobFinished, StepDone, 
 from services.learner.backend import TrainerBackend
 from services.learner.checkpoint import Progress
 from services.learner.convert import GroupRejected, group_to_samples
+from services.learner.publish import ReceiverUnavailable
 from services.learner.workers import WorkerGroupRestarted
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class StageConfig(BaseModel):
     checkpoint_every: int = Field(default=10, ge=1)
     publish_every: int = Field(default=1, ge=1, description="Send weights to the engines every k steps.")
     wait_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for one step's groups.")
+    publish_retry_s: float = Field(
+        default=600.0, gt=0, description="How long to resend weights to a receiver that died (replaced)."
+    )
 
 
 @dataclass
@@ -148,7 +152,7 @@ class LearnerStage:
             t2 = time.perf_counter()
             version = self.version
             w3 = time.time()
-            self._retrying(lambda: self.backend.publish(version))
+            self._publish(version)
             metrics["time_weight_push"] = time.perf_counter() - t2
             spans["weight_push"] = [(w3, time.time())]
             self.events.publish(
@@ -195,6 +199,25 @@ class LearnerStage:
                     len(self.pending_steps),
                 )
                 replay = True
+
+    def _publish(self, version: int) -> None:
+        """Send weights ``version`` to the engines; a receiver that died before confirming (a
+        replica being replaced) is sent them again, with backoff, for ``publish_retry_s``."""
+        deadline = time.monotonic() + self.cfg.publish_retry_s
+        delay = 1.0
+        while True:
+            try:
+                self._retrying(lambda: self.backend.publish(version))
+                return
+            except ReceiverUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ReceiverUnavailable(
+                        f"gave up resending weights version {version} after {self.cfg.publish_retry_s:.0f}s "
+                        f"(publish_retry_s): {exc}"
+                    ) from exc
+                log.warning("job %s: %s; resending in %.0fs", self.job, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
     def _record_timeline(self, spans: dict[str, list[tuple[float, float]]]) -> None:
         """One JSON line per step: every stage's spans for it (``distil.timeline`` reads them)."""
