@@ -225,6 +225,7 @@ class JobDriver:
         consumed = max(step - offset, 0) * typed.learner.groups_per_step
         last_event = time.monotonic()
         last_sample = last_health = 0.0
+        unhealthy_since: float | None = None  # since when a stage has been recovering
         next_eval = self._next_eval(spec, step)
         while True:
             if self.stop_event.is_set():
@@ -279,9 +280,7 @@ class JobDriver:
                 )
             if now - last_health > 10.0:
                 last_health = now
-                problem = self.stages.health(job_id)
-                if problem:
-                    raise JobFailure(problem)
+                unhealthy_since = self._check_health(spec, unhealthy_since, now)
             limit = spec.timeouts.first_step_s if step == 0 else spec.timeouts.step_s
             if now - last_event > limit:
                 raise JobFailure(
@@ -289,6 +288,30 @@ class JobDriver:
                     f"(after step {step}); backlog: "
                     + ", ".join(f"{s}={self._safe_backlog(s)}" for s in STREAMS)
                 )
+
+    def _check_health(self, spec: JobSpec, unhealthy_since: float | None, now: float) -> float | None:
+        """Fail the job on a stage problem that cannot heal; wait up to
+        ``timeouts.stage_recovery_s`` for one that heals by itself (a replica being replaced,
+        the feedback actor restarting). Returns since when a stage has been recovering."""
+        health = self.stages.health(self.job_id)
+        if health is None:
+            if unhealthy_since is not None:
+                self.store.add_event(
+                    self.job_id, "stage_recovered", {"after_s": round(now - unhealthy_since, 1)}
+                )
+            return None
+        if not health.recovering:
+            raise JobFailure(health.problem)
+        if unhealthy_since is None:
+            log.warning("job %s: %s; waiting for it to recover", self.job_id, health.problem)
+            self.store.add_event(self.job_id, "stage_recovering", {"problem": health.problem})
+            return now
+        if now - unhealthy_since > spec.timeouts.stage_recovery_s:
+            raise JobFailure(
+                f"waited {spec.timeouts.stage_recovery_s:.0f}s (timeouts.stage_recovery_s) for a stage to "
+                f"recover: {health.problem}"
+            )
+        return unhealthy_since
 
     def _record(self, ev, offset: int, typed: TypedSections | None = None) -> int:
         """Store one learner event (its step shifted by ``offset``, the step the learner run

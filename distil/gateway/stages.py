@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from distil.gateway.spec import TypedSections
 from distil.jobs.spec import JobSpec
@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 
 class StageError(RuntimeError):
     """A stage could not be started or stopped working; the message says which and why."""
+
+
+class StageHealth(NamedTuple):
+    """What is wrong with a job's stages. ``recovering``: it heals by itself (Serve replaces
+    a dead replica, Ray restarts the feedback actor), so the driver waits for it, up to
+    ``timeouts.stage_recovery_s``, instead of failing the job."""
+
+    problem: str
+    recovering: bool
 
 
 def app_names(job: str) -> dict[str, str]:
@@ -80,7 +89,6 @@ class ServeStages:
 
     def start(self, job: str, spec: JobSpec, typed: TypedSections, model_dir: Path, *, resume: bool) -> None:
         """Deploy what is not running yet (non-blocking); ``wait_ready`` waits for it."""
-        import ray
         from ray import serve
 
         from services.learner.deployment import LearnerDeployment
@@ -110,18 +118,23 @@ class ServeStages:
             if name in running and running[name].status in ("RUNNING", "DEPLOYING"):
                 continue
             serve._run(builders[stage](), _blocking=False, name=name, route_prefix=route)
-        from distil.gateway.feedback_worker import FeedbackJobWorker
-
         feedback = (
             {} if typed.feedback.sources is None else {"sources": typed.feedback.model_dump()["sources"]}
         )
+        self.start_feedback(job, feedback)
+
+    def start_feedback(self, job: str, feedback: dict[str, Any]) -> None:
+        """The job's feedback actor (if not running yet). Ray restarts it when it dies; the
+        groups it held are claimed again from the bus after ``claim_idle_s``."""
+        from distil.gateway.feedback_worker import FeedbackJobWorker
+
         FeedbackJobWorker.options(
             name=feedback_actor_name(job),
             lifetime="detached",
             get_if_exists=True,
             num_cpus=0,
+            max_restarts=-1,
         ).remote(feedback, job, self.bus)
-        _ = ray  # imported for the actor options above
 
     def wait_ready(self, job: str, timeout_s: float, cancelled) -> None:
         from ray import serve
@@ -201,24 +214,38 @@ class ServeStages:
 
         try:
             actor = ray.get_actor(feedback_actor_name(job))
+        except ValueError as exc:  # gone for good: never started, or its constructor failed
+            return {"alive": False, "error": f"feedback actor unavailable: {exc}"}
+        try:
             return ray.get(actor.health.remote(), timeout=timeout_s)
-        except Exception as exc:
-            return {"alive": False, "error": f"feedback actor unavailable: {type(exc).__name__}: {exc}"}
+        except Exception as exc:  # it died and Ray is restarting it, or it is slow to answer
+            return {
+                "alive": False,
+                "restarting": True,
+                "error": f"feedback actor not answering: {type(exc).__name__}: {exc}",
+            }
 
-    def health(self, job: str) -> str | None:
-        """None when every stage is up, else what is wrong."""
+    def health(self, job: str) -> StageHealth | None:
+        """None when every stage is up, else what is wrong and whether it is recovering."""
         from ray import serve
 
         apps = serve.status().applications
         for name, stage in self._apps(job).items():
             app = apps.get(name)
             if app is None:
-                return f"the {stage} service of job {job} is gone ({name})"
+                return StageHealth(f"the {stage} service of job {job} is gone ({name})", False)
             if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                return f"the {stage} service of job {job} is {app.status}: {_app_message(app)}"
+                # UNHEALTHY: a replica died or failed its health checks; Serve is replacing it.
+                return StageHealth(
+                    f"the {stage} service of job {job} is {app.status}: {_app_message(app)}",
+                    app.status == "UNHEALTHY",
+                )
         fb = self.feedback_health(job)
         if fb.get("error") or not fb.get("alive", False):
-            return f"the feedback stage of job {job} stopped: {fb.get('error') or 'thread exited'}"
+            return StageHealth(
+                f"the feedback stage of job {job} stopped: {fb.get('error') or 'thread exited'}",
+                bool(fb.get("restarting")),
+            )
         return None
 
     # ------------------------------------------------------------------ evaluation
@@ -277,8 +304,10 @@ class ServeStages:
 
 def teacher_config(typed: TypedSections, engine: dict[str, Any]) -> dict[str, Any]:
     """The teacher's config; a self-teacher without its own engine settings gets the rollout
-    engine's (same model, same limits), so a spec names the model once."""
+    engine's (same model, same limits), so a spec names the model once. Without ``lora``:
+    a LoRA student's EMA teacher receives merged full weights (services/learner/lora.py)."""
     teacher = typed.teacher.model_dump(mode="json")
+    engine = {**engine, "lora": None}
     if teacher["kind"] in ("self_ema", "self_frozen") and teacher.get("engine") is None:
         teacher["engine"] = engine
     scorer = teacher.get("scorer")

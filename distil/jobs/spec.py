@@ -131,6 +131,9 @@ class TimeoutSpec(BaseModel):
     first_step_s: float = Field(default=1800.0, gt=0, description="the learner's first StepDone.")
     step_s: float = Field(default=1800.0, gt=0, description="between two learner events.")
     eval_s: float = Field(default=1800.0, gt=0, description="one evaluation round.")
+    stage_recovery_s: float = Field(
+        default=600.0, gt=0, description="a stage healing itself (dead replica replaced, actor restarted)."
+    )
 
 
 class JobSpec(BaseModel):
