@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distil.bus import Bus, BusConfig, Group
+from distil.bus import Bus, BusConfig, Group, weights
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +163,25 @@ def start_consumer(
     permanent: tuple[type[BaseException], ...],
     stats: LoopStats,
     name: str,
+    expect_weights: Callable[[int], None] | None = None,
 ) -> tuple[Bus, threading.Thread]:
     """Connect to the bus and run ``run_consumer`` on a daemon thread for one job's stage.
 
-    ``streams`` is (input stream, consumer group, output stream). Returns the bus (close it
-    on shutdown) and the started thread.
+    ``streams`` is (input stream, consumer group, output stream). ``expect_weights``: for a
+    stage whose engine takes the learner's weight updates, called before the consumer starts
+    with the version of the job's weights when the learner has already published some (this
+    replica replaces one that died); the learner is then asked to send them again (see
+    ``distil.bus.weights``). Returns the bus (close it on shutdown) and the started thread.
     """
     source, group, output = streams
     client = Bus(BusConfig.model_validate(bus or {}))
+    if expect_weights is not None:
+        published = weights.published_version(client, job)
+        if published > 0:
+            log.warning("%s of job %s starts behind the job's weights (version %d); asking for them",
+                        name, job, published)  # fmt: skip
+            expect_weights(published)
+            weights.request_resend(client, job)
     consumer = client.consumer(job, source, group=group, output=output)
     thread = threading.Thread(
         target=run_consumer,

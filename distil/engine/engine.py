@@ -92,7 +92,8 @@ class Engine:
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
         self.tied_embeddings = bool(getattr(self.llm.model_config.hf_config, "tie_word_embeddings", False))
         self.version = version
-        self.verified = True  # False after a failed or inconsistent update
+        self.verified = True  # False after a failed or inconsistent update, or while expecting one
+        self.expected = 0  # the job's weights version, while waiting for the learner to send them
         self._update_lock = asyncio.Lock()
         self._closed = False
 
@@ -255,6 +256,7 @@ class Engine:
             if probe is not None:
                 error = await self._verify(probe, version, previous)
             self.verified = True
+            self.expected = 0
             return UpdateResult(
                 version=version,
                 applied=True,
@@ -350,14 +352,31 @@ class Engine:
             )
         return error
 
+    def expect_version(self, version: int) -> None:
+        """The job's learner has published weights ``version`` already (this engine's replica
+        was restarted while its job ran): serve nothing (``wait_verified`` waits) until the
+        learner sends its weights again. Any version it sends is its current one."""
+        if version > self.version:
+            self.expected = version
+            self.verified = False
+
+    def unverified_reason(self) -> str:
+        if self.expected:
+            return (
+                f"the engine runs weights version {self.version} but the job's weights were at version "
+                f"{self.expected} when it started (a restarted replica); waiting for the learner to send them"
+            )
+        return f"the engine's weights (version {self.version}) failed verification"
+
     async def wait_verified(self, timeout_s: float) -> None:
-        """Wait until the engine runs verified weights (after a failed update, until a good one)."""
+        """Wait until the engine runs verified weights (after a failed update, until a good one;
+        after ``expect_version``, until the learner sends its weights)."""
         deadline = time.monotonic() + timeout_s
         while not self.verified:
             if time.monotonic() >= deadline:
                 raise EngineError(
-                    f"the engine's weights (version {self.version}) failed verification and no verified "
-                    f"update arrived within {timeout_s:.0f}s; the learner must resend the weights"
+                    f"{self.unverified_reason()}, and no verified update arrived within {timeout_s:.0f}s; "
+                    "the learner must resend the weights"
                 )
             await asyncio.sleep(0.1)
 

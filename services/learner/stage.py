@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from distil.bus import Bus, CheckpointWritten, Delivery, JobFinished, StepDone, WeightsUpdated, is_stale
+from distil.bus import weights as published_weights
 from services.learner.backend import TrainerBackend
 from services.learner.checkpoint import Progress
 from services.learner.convert import GroupRejected, group_to_samples
@@ -96,6 +97,11 @@ class LearnerStage:
                     f"{self.consumer.key} and got {len(got)}; are the rollout, feedback and teacher stages running?"
                 )
             self.consumer.keepalive(self.pending + [d for d, _, _ in got])
+            if published_weights.take_resend_request(self.bus, self.job):  # a restarted engine
+                log.warning(
+                    "job %s: an engine asked for the weights; sending version %d", self.job, self.version
+                )
+                self._publish(self.version)
             for d in self.consumer.read(count=want - len(got)):
                 g = d.group
                 if is_stale(g.policy_version, self.version, self.cfg.max_staleness):
@@ -206,8 +212,10 @@ class LearnerStage:
         deadline = time.monotonic() + self.cfg.publish_retry_s
         delay = 1.0
         while True:
+            published_weights.take_resend_request(self.bus, self.job)  # this update answers it
             try:
                 self._retrying(lambda: self.backend.publish(version))
+                published_weights.record_published(self.bus, self.job, version)
                 return
             except ReceiverUnavailable as exc:
                 if time.monotonic() + delay > deadline:

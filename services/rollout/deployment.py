@@ -80,6 +80,7 @@ class RolloutDeployment:
                 permanent=(PromptTooLong, ValueError),
                 stats=self.stats,
                 name="rollout-consumer",
+                expect_weights=self.runner.engine.expect_version,
             )
 
     # ------------------------------------------------------------------ health & metrics
@@ -98,9 +99,7 @@ class RolloutDeployment:
             raise HTTPException(503, f"unhealthy: {exc}") from exc
         engine = self.runner.engine
         if not engine.verified:  # reported, but not a reason for Serve to restart the replica
-            raise HTTPException(
-                503, f"weights of version {engine.version} failed verification; waiting for a verified update"
-            )
+            raise HTTPException(503, f"{engine.unverified_reason()}; waiting for a verified update")
         return {"status": "ok", "policy_version": engine.version, "verified": True}
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -72,7 +72,16 @@ class TeacherDeployment:
                 permanent=(PromptTooLong, TokenizerMismatch, ValueError),
                 stats=self.stats,
                 name="teacher-consumer",
+                expect_weights=self._expect_weights(),
             )
+
+    def _expect_weights(self):
+        """The engine that takes the learner's weight updates (a self-EMA teacher's, or the
+        self-EMA scorer's of a black box), to wait for the job's current weights on start."""
+        engine_owner = getattr(self.teacher, "scorer", None) or self.teacher
+        if isinstance(engine_owner, SelfTeacher) and engine_owner.kind == "self_ema":
+            return engine_owner.runner.engine.expect_version
+        return None
 
     async def check_health(self) -> None:
         if isinstance(self.teacher, SelfTeacher):
