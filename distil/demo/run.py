@@ -24,7 +24,7 @@ from rich.table import Table
 from distil.demo.tasks import make_split
 from distil.paths import data_dir
 
-DEMO_ENGINE = {"enforce_eager": True, "kv_cache_gib": 1, "max_model_len": 512, "max_logprobs": 20}
+DEMO_ENGINE = {"enforce_eager": True, "kv_cache_gib": 0.5, "max_model_len": 512, "max_logprobs": 20}
 # DistIL's future-credit term is a score-function estimate; with 4 samples per prompt and a
 # few steps, centring it on the group mean (unbiased) keeps the updates from raising entropy.
 OBJECTIVE_EXTRAS: dict[str, dict[str, Any]] = {"distil": {"credit_baseline": "group_mean"}}
@@ -66,7 +66,7 @@ def demo_spec(
         },
         "checkpoint": {"every_steps": max(steps // 2, 1), "keep_last": 2},
         "engine": dict(DEMO_ENGINE),
-        "training": {"lr": 3e-5, "token_budget": 2048},
+        "training": {"lr": 3e-5, "token_budget": 2048, "activation_checkpointing": True},
         "learner": {"groups_per_step": 4, "max_staleness": 1},
     }
     spec.update(overrides)
