@@ -36,7 +36,7 @@ def up(host: str, port: int, num_cpus: int | None, num_gpus: int | None, ready: 
         redis_url = redis.start()
     log(f"redis   {redis_url}")
     env = {"DISTIL_DATA_DIR": str(data_dir()), "REDIS_URL": redis_url}
-    for k in ("DISTIL_API_TOKEN", "DISTIL_API_TOKEN_FILE", "VLLM_CPU_KVCACHE_SPACE", "HF_HOME"):
+    for k in ("DISTIL_API_TOKEN", "DISTIL_API_TOKEN_FILE", "VLLM_CPU_KVCACHE_SPACE", "HF_HOME", "PYTHONPATH"):
         if os.environ.get(k):
             env[k] = os.environ[k]
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, runtime_env={"env_vars": env})
