@@ -31,7 +31,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distil.demo.run import Stack, demo_spec, follow, write_splits
+from distil.demo.run import Stack, cancel_leftovers, demo_spec, follow, write_splits
 from distil.demo.tasks import make_split
 from distil.paths import data_dir
 
@@ -204,6 +204,7 @@ def main() -> None:
         from distil.gateway.client import GatewayClient
 
         client = GatewayClient(f"http://127.0.0.1:{args.port}", timeout_s=60)
+        cancel_leftovers(client, console)
         splits = {"code": write_splits(out / "tasks", seed=0)}
         if "zero" in args.regimes:
             if "base_solved" not in state:

@@ -167,11 +167,14 @@ def run_job(client, spec: dict, console: Console, out_dir: Path, timeout_s: floa
     return summary
 
 
-def cancel_leftovers(client, console: Console) -> None:
-    """A demo interrupted earlier left its job active in the persisted job store; the gateway
-    would resume it first and queue this one behind it. Cancel it instead, and say so."""
+def cancel_leftovers(client, console: Console, prefixes: tuple[str, ...] = ("demo-", "compare-")) -> None:
+    """A demo (or bench/compare.py) interrupted earlier left its job active in the persisted
+    job store; the gateway would resume it first and queue this one behind it. Cancel it
+    instead, and say so."""
     for job in client.request("GET", "/v1/jobs")["jobs"]:
-        if job["state"] in ("queued", "starting", "running") and str(job.get("name", "")).startswith("demo-"):
+        if job["state"] in ("queued", "starting", "running") and str(job.get("name", "")).startswith(
+            prefixes
+        ):
             client.request("POST", f"/v1/jobs/{job['id']}/cancel")
             console.print(
                 f"cancelled {job['id']} ({job['name']}, {job['state']}) left by an interrupted demo"
