@@ -7,6 +7,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class EngineLoraConfig(BaseModel):
+    """Serve the policy as base weights + a LoRA adapter that the learner updates in place."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        64, description="largest adapter rank accepted (vLLM's max_lora_rank; the paper's Table 6 uses 64)"
+    )
+    adapter_dir: str | None = Field(
+        None,
+        description="where adapters are written for vLLM to load, one directory per version "
+        "(None: <data dir>/engine-adapters)",
+    )
+
+
 class EngineConfig(BaseModel):
     """One vLLM engine (rollout policy or self-teacher). Same fields on CPU and GPU."""
 
@@ -48,6 +63,9 @@ class EngineConfig(BaseModel):
         "update; must exceed the engine's numeric noise (bf16 vs an fp32 learner: ~0.03-0.06 on the 135M model)",
     )
     timeout_s: float = Field(600.0, gt=0, description="limit for one engine call (generate, score, update)")
+    lora: EngineLoraConfig | None = Field(
+        None, description="None: full-weight updates only; set: LoRA adapter updates (update_adapter)"
+    )
 
 
 class SamplingConfig(BaseModel):

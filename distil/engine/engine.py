@@ -9,7 +9,9 @@ Three operations, all on token ids:
   normalised over the full vocabulary) at every position of a given sequence, via vLLM
   prompt log-probs;
 * :meth:`Engine.update_weights` — in-place, chunked, versioned weight updates, verified
-  against a probe supplied by the learner.
+  against a probe supplied by the learner;
+* :meth:`Engine.update_adapter` — the same for a LoRA adapter on the base weights
+  (``EngineConfig.lora``): every request then runs with the current adapter.
 
 Build it inside a running event loop (or use :class:`distil.engine.runner.EngineRunner`,
 which owns one) and call :meth:`shutdown` when done.
@@ -19,17 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from distil.engine.adapter import LoraAdapter, check_adapter, model_weight_shapes, write_peft_dir
 from distil.engine.config import EngineConfig, SamplingConfig
 from distil.engine.errors import EngineError, EngineTimeout, ProbeMismatch, PromptTooLong, WeightVersionError
 from distil.engine.types import Probe, Sample, TopK, UpdateResult
@@ -63,6 +69,10 @@ def _engine_args(cfg: EngineConfig):
     )
     if cfg.kv_cache_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
+    if cfg.lora is not None:
+        # One adapter serves at a time (the current version); CPU room for two, so the next
+        # version loads while the previous one is still there.
+        kwargs.update(enable_lora=True, max_lora_rank=cfg.lora.max_rank, max_loras=1, max_cpu_loras=2)
     if _cpu_platform():
         # vLLM's CPU worker crashes on a seeded request whose prefill is split over steps
         # (it rewinds the request's generator, and CPU generators have no offset): schedule
@@ -96,6 +106,13 @@ class Engine:
         self.expected = 0  # the job's weights version, while waiting for the learner to send them
         self._update_lock = asyncio.Lock()
         self._closed = False
+        # LoRA (config.lora): the adapter every request runs with (None: the base weights), a
+        # fresh vLLM LoRA id per loaded adapter, and the adapter directories still on disk.
+        self.lora_request = None
+        self._lora_ids = itertools.count(1)
+        self._adapter_dirs: list[Path] = []
+        self._adapter_root: Path | None = None
+        self._weight_shapes: dict[str, tuple[int, ...]] | None = None  # the base model's, read once
 
     # ------------------------------------------------------------------ prompts
 
@@ -138,9 +155,12 @@ class Engine:
             flat_logprobs=True,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        version = self.version
+        version, lora = self.version, self.lora_request
         out = await self._final(
-            self.llm.generate({"prompt_token_ids": ids}, params, f"gen-{uuid.uuid4().hex}"), "generate"
+            self.llm.generate(
+                {"prompt_token_ids": ids}, params, f"gen-{uuid.uuid4().hex}", lora_request=lora
+            ),
+            "generate",
         )
         samples = []
         for c in sorted(out.outputs, key=lambda c: c.index):
@@ -195,7 +215,13 @@ class Engine:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         out = await self._final(
-            self.llm.generate({"prompt_token_ids": ids}, params, f"score-{uuid.uuid4().hex}"), "scoring"
+            self.llm.generate(
+                {"prompt_token_ids": ids},
+                params,
+                f"score-{uuid.uuid4().hex}",
+                lora_request=self.lora_request,
+            ),
+            "scoring",
         )
         return _topk_from_prompt_logprobs(out.prompt_logprobs, start, n, k)
 
@@ -237,6 +263,11 @@ class Engine:
         learner's and the engine's version when the engine's log-probs on the probe differ
         from the learner's by more than ``probe_tolerance``.
         """
+        if self.config.lora is not None:
+            raise EngineError(
+                f"full weights version {version} sent to an engine that serves LoRA adapters (engine.lora "
+                "is set); publish the adapter (update_adapter), or start this engine without engine.lora"
+            )
         if isinstance(named_tensors, Mapping):  # the learner publishes {name: tensor}
             named_tensors = named_tensors.items()
         async with self._update_lock:
@@ -266,6 +297,102 @@ class Engine:
                 verify_s=time.perf_counter() - t0 - load_s,
                 probe_error=error,
             )
+
+    async def update_adapter(
+        self, adapter: LoraAdapter, version: int, probe: Probe | None = None
+    ) -> UpdateResult:
+        """Serve the base weights + ``adapter`` as policy ``version``, then verify ``probe`` with it.
+
+        The contract of :meth:`update_weights`: ordered and idempotent per version, in-flight
+        requests per ``pause_mode``, prefix cache cleared, ``ProbeMismatch`` naming both
+        versions. The adapter is written as a PEFT directory and loaded under a fresh vLLM
+        LoRA id (an id is never reused, so no cached older adapter can answer for it); once
+        it serves, the previous adapter is removed. If vLLM cannot load it, the engine keeps
+        serving the previous version and ``EngineError`` says why.
+        """
+        if self.config.lora is None:
+            raise EngineError(
+                f"LoRA adapter version {version} sent to an engine started without LoRA (engine.lora "
+                "is unset); start the rollout engine with engine.lora (max_rank >= the adapter's r), "
+                "or publish merged full weights with update_weights"
+            )
+        if self._weight_shapes is None:
+            self._weight_shapes = model_weight_shapes(self.config.model)
+        try:
+            check_adapter(adapter, self.config.lora.max_rank, self._weight_shapes)
+        except ValueError as exc:
+            raise ValueError(f"LoRA adapter version {version} refused: {exc}") from exc
+        from vllm.lora.request import LoRARequest
+
+        async with self._update_lock:
+            if version == self.version and self.verified:
+                return UpdateResult(version=version, applied=False)
+            if version < self.version:
+                raise WeightVersionError(
+                    f"LoRA adapter update to version {version} arrived after version {self.version}; "
+                    "updates must be applied in increasing version order (drop the stale one)"
+                )
+            previous = self.version
+            t0 = time.perf_counter()
+            lora_id = next(self._lora_ids)
+            path = write_peft_dir(adapter, self._adapter_path(version, lora_id), self.dtype)
+            request = LoRARequest(f"distil-v{version}-{lora_id}", lora_id, str(path))
+            await self.llm.pause_generation(mode=self.config.pause_mode, clear_cache=True)
+            try:
+                try:
+                    await self.llm.add_lora(request)
+                except BaseException as exc:
+                    shutil.rmtree(path, ignore_errors=True)
+                    raise EngineError(
+                        f"vLLM could not load the LoRA adapter of version {version} "
+                        f"({type(exc).__name__}: {exc}); the engine still serves version {self.version}"
+                    ) from exc
+                old, self.lora_request = self.lora_request, request
+                self.verified = False
+                self.version = version
+                self._adapter_dirs.append(path)
+                try:
+                    if old is not None:
+                        await self.llm.remove_lora(old.lora_int_id)
+                    await self.llm.reset_prefix_cache()
+                except BaseException as exc:
+                    raise EngineError(
+                        f"LoRA adapter version {version} loaded, but removing the previous adapter or "
+                        f"clearing the prefix cache failed ({type(exc).__name__}: {exc}); resend the update"
+                    ) from exc
+            finally:
+                await self.llm.resume_generation()
+            # A request frozen by pause_mode="keep" may make vLLM reload the previous adapter
+            # from its directory: keep the newest two.
+            while len(self._adapter_dirs) > 2:
+                shutil.rmtree(self._adapter_dirs.pop(0), ignore_errors=True)
+            load_s = time.perf_counter() - t0
+            error = None
+            if probe is not None:
+                error = await self._verify(probe, version, previous)
+            self.verified = True
+            self.expected = 0
+            return UpdateResult(
+                version=version,
+                applied=True,
+                tensors=len(adapter.tensors),
+                chunks=1,
+                load_s=load_s,
+                verify_s=time.perf_counter() - t0 - load_s,
+                probe_error=error,
+            )
+
+    def _adapter_path(self, version: int, lora_id: int) -> Path:
+        if self._adapter_root is None:
+            assert self.config.lora is not None
+            if self.config.lora.adapter_dir is not None:
+                base = Path(self.config.lora.adapter_dir)
+            else:
+                from distil.paths import data_dir
+
+                base = data_dir() / "engine-adapters"
+            self._adapter_root = base / f"engine-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        return self._adapter_root / f"v{version}-id{lora_id}"
 
     async def _rpc(self, method: str, *args: Any):
         return await self.llm.collective_rpc(method, timeout=self.config.timeout_s, args=args)
@@ -386,6 +513,8 @@ class Engine:
         if not self._closed:
             self._closed = True
             self.llm.shutdown()
+            if self._adapter_root is not None:
+                shutil.rmtree(self._adapter_root, ignore_errors=True)
             # Drop the engine now, while modules are alive: AsyncLLM.__del__ at interpreter
             # exit would otherwise call into half-torn-down modules.
             self.llm = None  # type: ignore[assignment]

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from distil.engine.adapter import LoraAdapter
 from distil.engine.config import EngineConfig, SamplingConfig
 from distil.engine.engine import Engine, Prompt
 from distil.engine.errors import EngineTimeout
@@ -102,6 +103,13 @@ class EngineRunner:
             self.engine.update_weights(named_tensors, version, probe),
             self.config.timeout_s,
             f"updating weights to version {version}",
+        )
+
+    def update_adapter(self, adapter: LoraAdapter, version: int, probe: Probe | None = None) -> UpdateResult:
+        return self._wait(
+            self.engine.update_adapter(adapter, version, probe),
+            self.config.timeout_s,
+            f"updating the LoRA adapter to version {version}",
         )
 
     # ------------------------------------------------------------------ lifetime

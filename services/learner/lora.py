@@ -3,12 +3,20 @@
 Defaults are the paper's Table 6 (r=64, alpha=128, all attention and MLP projections).
 The EMA teacher of a LoRA student averages the *effective* weight deltas (scale * B @ A),
 not A and B separately: EMA(B) @ EMA(A) != EMA(B @ A).
+
+What the engines receive: the student as its adapter (``peft_adapter``: A/B + config, what
+the rollout engine loads as a vLLM LoRA adapter), the EMA teacher as merged full weights
+(``effective_weights`` with the EMA deltas). base + EMA(delta) is not a rank-r adapter:
+every step adds up to r to the rank of the average, so no fixed-rank adapter carries it
+exactly, and a truncated one would be a different teacher (see docs/learner.md).
 """
 
 from __future__ import annotations
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+from distil.engine.adapter import LoraAdapter
 
 TABLE6_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER = "default"
@@ -73,3 +81,17 @@ def effective_weights(
             else:
                 out[name] = p.detach().float()
     return out
+
+
+def peft_adapter(model: torch.nn.Module) -> LoraAdapter:
+    """The adapters of a peft-injected ``model`` as ``save_pretrained`` writes them: A/B
+    tensors (fp32, detached copies) under PEFT's saved names and the ``LoraConfig``."""
+    from peft import get_peft_model_state_dict
+
+    config = model.peft_config[ADAPTER].to_dict()
+    if isinstance(config["target_modules"], (set, frozenset)):  # JSON needs a list
+        config["target_modules"] = sorted(config["target_modules"])
+    with torch.no_grad():
+        state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+        tensors = {f"base_model.model.{k}": v.detach().float().clone() for k, v in state.items()}
+    return LoraAdapter(tensors=tensors, config=config)

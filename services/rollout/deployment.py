@@ -6,7 +6,8 @@ One replica = one vLLM engine. With ``job`` set, the replica consumes that job's
 ``prompts`` stream (consumer group ``rollout``) and writes ``rollouts``, with up to
 ``max_inflight_groups`` groups sampled concurrently. HTTP: ``POST /v1/completions``
 (OpenAI-compatible, the current policy), ``GET /health``, ``GET /metrics`` (Prometheus
-text). The learner calls ``update_weights`` through a deployment handle. Serve calls
+text). The learner calls ``update_weights`` (or, for a LoRA student with ``engine.lora``
+set, ``update_adapter``) through a deployment handle. Serve calls
 ``check_health``; a replica whose engine died is restarted and the bus redelivers its
 unacknowledged groups to a live consumer.
 """
@@ -163,6 +164,12 @@ class RolloutDeployment:
         """Called by the learner: ``handle.update_weights.remote(list_of_(name, tensor), v, probe)``."""
         named_tensors = await resolve_tensors(named_tensors)
         return await self.runner.call(self.runner.engine.update_weights, named_tensors, version, probe)
+
+    async def update_adapter(self, adapter, version: int, probe=None):
+        """Called by a LoRA learner: ``handle.update_adapter.remote(LoraAdapter | ObjectRef, v, probe)``
+        (the engine needs ``engine.lora``)."""
+        adapter = await resolve_tensors(adapter)
+        return await self.runner.call(self.runner.engine.update_adapter, adapter, version, probe)
 
     async def policy_version(self) -> int:
         return self.runner.version
