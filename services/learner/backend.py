@@ -16,7 +16,7 @@ from services.learner.checkpoint import CheckpointManager, Progress
 from services.learner.config import TrainConfig
 from services.learner.device import configure_threads, train_device
 from services.learner.distributed import Topology, full_state_dict, shard_policy
-from services.learner.lora import apply_lora, effective_weights, lora_layers
+from services.learner.lora import apply_lora, lora_layers, peft_adapter
 from services.learner.policy import PolicyLogprobs
 from services.learner.publish import WeightTransport, WeightUpdate, make_probe, probe_skeleton
 from services.learner.step import Learner
@@ -111,12 +111,15 @@ class LocalTrainer:
 
     def publish(self, version: int) -> list:
         """Send the student's weights (rollout) and the EMA teacher's (teacher) as ``version``,
-        each with its probe. A collective under FSDP2; rank 0 sends."""
+        each with its probe. A collective under FSDP2; rank 0 sends.
+
+        With LoRA the student goes as its adapter only (A/B + config); the teacher as merged
+        full weights, since base + EMA(delta) is no fixed-rank adapter (see ``lora.py``)."""
         if self.transport is None:
             return []
         model = self.learner.policy.model
-        # LoRA: the merged effective weights (engines load plain HF names); full FT: all weights.
-        student = effective_weights(model) if lora_layers(model) else full_state_dict(model)
+        adapter = peft_adapter(model) if lora_layers(model) else None
+        student = adapter.tensors if adapter is not None else full_state_dict(model)
         teacher = self.learner.ema.weights()
         if self.topo.rank != 0:
             return []
@@ -126,10 +129,18 @@ class LocalTrainer:
             buffers = dict(model.named_buffers())
             student_probe = make_probe(self._skeleton, self.probe_ids, student | buffers)
             teacher_probe = make_probe(self._skeleton, self.probe_ids, teacher | buffers)
+        elif adapter is not None:  # the merged teacher tensors have plain HF names: a plain skeleton
+            if self._skeleton is None:
+                self._skeleton = probe_skeleton(model)
+            student_probe = make_probe(model, self.probe_ids)
+            teacher_probe = make_probe(self._skeleton, self.probe_ids, teacher | dict(model.named_buffers()))
         else:
             student_probe = make_probe(model, self.probe_ids)
             teacher_probe = make_probe(model, self.probe_ids, teacher)
-        results = self.transport.send(WeightUpdate("student", version, student, student_probe))
+        if adapter is not None:
+            results = self.transport.send(WeightUpdate.adapter("student", version, adapter, student_probe))
+        else:
+            results = self.transport.send(WeightUpdate("student", version, student, student_probe))
         results += self.transport.send(WeightUpdate("teacher", version, teacher, teacher_probe))
         return results
 

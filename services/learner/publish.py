@@ -1,5 +1,7 @@
 """Weight publishing: after a step, the student's weights go to the rollout engines and the
 EMA teacher's to the teacher engines, each with a version and a probe the receiver checks.
+An update is full weights (``kind="full"``, receivers' ``update_weights``) or, for a LoRA
+student, its adapter only (``kind="lora"``, receivers' ``update_adapter``).
 
 The transport is pluggable (one ABC, one class per transport): the first moves tensors
 through Ray's object store; an NCCL broadcast for large models can be added without
@@ -15,17 +17,35 @@ from typing import Any, Literal
 
 import torch
 
+from distil.engine.adapter import LoraAdapter
 from distil.engine.types import Probe
 
 Target = Literal["student", "teacher"]
+UpdateKind = Literal["full", "lora"]
 
 
 @dataclass
 class WeightUpdate:
     target: Target
     version: int
-    tensors: dict[str, torch.Tensor]  # Hugging Face parameter names, full (unsharded) tensors
+    # full: Hugging Face parameter names, full (unsharded) tensors;
+    # lora: the adapter's A/B matrices under PEFT's saved names (distil.engine.adapter)
+    tensors: dict[str, torch.Tensor]
     probe: Probe
+    kind: UpdateKind = "full"
+    lora_config: dict[str, Any] | None = None  # kind "lora": PEFT's adapter_config.json contents
+
+    def __post_init__(self) -> None:
+        if (self.kind == "lora") != (self.lora_config is not None):
+            raise ValueError("a LoRA weight update needs lora_config, and only a LoRA update has one")
+
+    @classmethod
+    def adapter(cls, target: Target, version: int, adapter: LoraAdapter, probe: Probe) -> WeightUpdate:
+        return cls(target, version, dict(adapter.tensors), probe, kind="lora", lora_config=adapter.config)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
 
 def make_probe(
@@ -77,7 +97,8 @@ class WeightTransport(ABC):
 
 class RayObjectStoreTransport(WeightTransport):
     """Puts the tensors in Ray's object store once; each receiver (a Ray actor or Serve
-    handle with ``update_weights(tensors, version, probe)``) reads them from there.
+    handle with ``update_weights(tensors, version, probe)``, and for LoRA updates
+    ``update_adapter(adapter, version, probe)`` taking a ``LoraAdapter``) reads them from there.
 
     Receivers get the tensors as a dict (Ray resolves the top-level object ref of an actor
     call); a receiver behind a Serve handle may get the ``ObjectRef`` itself and should
@@ -94,8 +115,14 @@ class RayObjectStoreTransport(WeightTransport):
         handles = self.receivers.get(update.target, [])
         if not handles:
             return []
-        ref = ray.put({k: v.detach().cpu() for k, v in update.tensors.items()})
-        calls = [h.update_weights.remote(ref, update.version, update.probe) for h in handles]
+        tensors = {k: v.detach().cpu() for k, v in update.tensors.items()}
+        if update.kind == "lora":
+            assert update.lora_config is not None
+            ref = ray.put(LoraAdapter(tensors=tensors, config=update.lora_config))
+            calls = [h.update_adapter.remote(ref, update.version, update.probe) for h in handles]
+        else:
+            ref = ray.put(tensors)
+            calls = [h.update_weights.remote(ref, update.version, update.probe) for h in handles]
         results = []
         for i, call in enumerate(calls):
             try:
