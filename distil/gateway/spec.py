@@ -107,6 +107,7 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
             }
         )
     errors.extend(_tensor_parallel_errors(spec, engine, teacher))
+    errors.extend(_lora_errors(engine, training, teacher))
     if errors:
         raise SpecError(errors)
     # One source of truth for the EMA rate: the self-teacher that receives the EMA weights.
@@ -160,3 +161,41 @@ def _human_review_errors(feedback: FeedbackSection | None, spec: JobSpec) -> lis
                 }
             )
     return errors
+
+
+def _lora_errors(engine: EngineConfig | None, training: TrainConfig | None, teacher) -> list[dict[str, str]]:
+    """A LoRA student is published as its adapter, which only a rollout engine started with
+    ``engine.lora`` loads; full fine-tuning publishes full weights, which such an engine
+    refuses, and so does the EMA teacher's engine (it always receives full weights)."""
+    if engine is None or training is None:
+        return []
+    ema, loc = teacher, "teacher.engine.lora"
+    if teacher is not None and teacher.kind == "black_box":
+        ema, loc = teacher.scorer, "teacher.scorer.engine.lora"
+    if isinstance(ema, SelfEMATeacherConfig) and ema.engine is not None and ema.engine.lora is not None:
+        return [{"loc": loc, "msg": "the EMA teacher receives merged full weights; leave its lora unset"}]
+    if training.lora is not None and engine.lora is None:
+        return [
+            {
+                "loc": "engine.lora",
+                "msg": f"training.lora is set, so the rollout engine receives LoRA adapters: set engine.lora "
+                f"(e.g. {{max_rank: {training.lora.r}}}; max_rank must be one of vLLM's 1, 8, 16, 32, 64, ...)",
+            }
+        ]
+    if training.lora is None and engine.lora is not None:
+        return [
+            {
+                "loc": "engine.lora",
+                "msg": "set only with training.lora: full fine-tuning publishes full weights, "
+                "which an engine with LoRA refuses",
+            }
+        ]
+    if training.lora is not None and engine.lora is not None and engine.lora.max_rank < training.lora.r:
+        return [
+            {
+                "loc": "engine.lora.max_rank",
+                "msg": f"{engine.lora.max_rank} is below training.lora.r ({training.lora.r}); "
+                "the engine would refuse the adapter",
+            }
+        ]
+    return []

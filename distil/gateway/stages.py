@@ -304,8 +304,10 @@ class ServeStages:
 
 def teacher_config(typed: TypedSections, engine: dict[str, Any]) -> dict[str, Any]:
     """The teacher's config; a self-teacher without its own engine settings gets the rollout
-    engine's (same model, same limits), so a spec names the model once."""
+    engine's (same model, same limits), so a spec names the model once. Without ``lora``:
+    a LoRA student's EMA teacher receives merged full weights (services/learner/lora.py)."""
     teacher = typed.teacher.model_dump(mode="json")
+    engine = {**engine, "lora": None}
     if teacher["kind"] in ("self_ema", "self_frozen") and teacher.get("engine") is None:
         teacher["engine"] = engine
     scorer = teacher.get("scorer")
