@@ -9,9 +9,12 @@ gateway deployment with its SQLite job store).
    the not_a_server_error check: zero 5xx.
 
     .venv/bin/python bench/api.py [--rate 200] [--seconds 30] [--fuzz-examples 50]
+        [--no-throughput-optimized] [--serve-env NAME=VALUE ...]
 
-The gateway runs with ``run_jobs=False`` so fuzzed submissions stay queued instead of
-deploying engines.
+Serve runs in the mode ``distil up`` uses (:func:`distil.gateway.stack.serve_env`: the
+throughput-optimized mode unless ``--no-throughput-optimized``); ``--serve-env`` overrides
+single Serve variables on top, for experiments. The gateway runs with ``run_jobs=False``
+so fuzzed submissions stay queued instead of deploying engines.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
 
 
-def start_stack(data: Path, throughput_optimized: bool):
+def start_stack(data: Path, serve_vars: dict[str, str]):
+    os.environ.update(serve_vars)  # as `distil up`: before Ray and Serve are imported
     import ray
     from ray import serve
 
@@ -41,9 +45,7 @@ def start_stack(data: Path, throughput_optimized: bool):
 
     redis = EmbeddedRedis(EmbeddedRedisConfig(dir=data / "redis"))
     url = redis.start()
-    env = {"DISTIL_DATA_DIR": str(data), "DISTIL_API_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
-    if throughput_optimized:  # Serve's documented low-overhead mode; read at import by every Serve process
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    env = {"DISTIL_DATA_DIR": str(data), "DISTIL_API_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", **serve_vars}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -147,10 +149,25 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--fuzz-examples", type=int, default=50)
     ap.add_argument("--no-fuzz", action="store_true")
-    ap.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
+    ap.add_argument(
+        "--throughput-optimized",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Serve's mode as `distil up` sets it (default: throughput-optimized, like `distil up`)",
+    )
+    ap.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="override one Serve variable on top of that mode (repeatable)")  # fmt: skip
     args = ap.parse_args()
+    from distil.gateway.stack import serve_env
+
+    serve_vars = serve_env(args.throughput_optimized)
+    for item in args.serve_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("RAY_SERVE_"):
+            ap.error(f"--serve-env {item!r}: expected RAY_SERVE_<NAME>=VALUE")
+        serve_vars[name] = value
     data = Path(tempfile.mkdtemp(prefix="distil-bench-api-"))
-    base, redis = start_stack(data, args.throughput_optimized)
+    base, redis = start_stack(data, serve_vars)
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             ids = [
@@ -163,7 +180,7 @@ def main() -> None:
         print(f"# bench/api.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.node()}  "
               f"{os.cpu_count()} CPUs  load average {os.getloadavg()[0]:.1f} (other work on the box)  "
               f"python {sys.version.split()[0]}")  # fmt: skip
-        mode = "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" if args.throughput_optimized else "default Serve settings"
+        mode = " ".join(f"{k}={v}" for k, v in serve_vars.items())
         print(
             f"open-loop {args.rate:.0f} req/s for {args.seconds:.0f} s through Serve's HTTP proxy ({mode})\n"
         )

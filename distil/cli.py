@@ -87,13 +87,22 @@ def up(
     port: Annotated[int, typer.Option(help="HTTP port of the API")] = 8000,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs Ray may use (default: all)")] = None,
     num_gpus: Annotated[int | None, typer.Option(help="GPUs Ray may use (default: all)")] = None,
+    throughput_optimized: Annotated[
+        bool | None,
+        typer.Option(
+            "--throughput-optimized/--no-throughput-optimized",
+            help="Serve's throughput-optimized mode, RAY_SERVE_THROUGHPUT_OPTIMIZED (default: on)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the whole stack here (embedded Redis, local Ray, Serve, the gateway) in the
     foreground; Ctrl-C or `distil down` stops it."""
     from distil.gateway.stack import up as start
 
+    mode = {} if throughput_optimized is None else {"throughput_optimized": throughput_optimized}
     try:
-        start(host, port, num_cpus, num_gpus, log=typer.echo)
+        start(host, port, num_cpus, num_gpus, log=typer.echo, **mode)
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

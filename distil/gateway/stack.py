@@ -1,6 +1,24 @@
 """``distil up`` / ``distil down``: the whole stack on this machine in one foreground
 process -- embedded Redis, a local Ray instance, Serve's HTTP proxy and the gateway
-(which deploys each job's stage services). ``down`` signals that process and waits."""
+(which deploys each job's stage services). ``down`` signals that process and waits.
+
+Serve runs in its throughput-optimized mode by default (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``:
+user code on each replica's event loop instead of a thread of its own, request-path logs
+buffered and not copied to stderr, the garbage collector frozen after start), which
+brings status polling under the API's p99 target (bench/RESULTS.md). Three parts of that
+mode are turned back off:
+
+- the request router stays on a loop of its own: the gateway's job drivers and the
+  learner's weight pushes call deployment handles from plain threads, which a handle whose
+  router runs on the replica's loop refuses ("No event loop running");
+- no gRPC between deployments: it would send the object refs that carry weight updates in
+  pickled messages capped at 4 MiB instead of Ray's own reference-counted calls;
+- no direct ingress: every ingress replica would open an HTTP port of its own and stay up
+  30 s at shutdown for external load balancers; Serve's proxy routes every request anyway.
+
+Serve reads these variables when its modules are imported, in every process, so
+:func:`up` sets them in this process before importing Ray and passes them to every Ray
+worker through the runtime environment."""
 
 from __future__ import annotations
 
@@ -13,9 +31,25 @@ import time
 from distil.gateway.client import stack_file
 from distil.paths import data_dir
 
+SERVE_MODE_VAR = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+
+
+def serve_env(throughput_optimized: bool) -> dict[str, str]:
+    """The environment that selects Serve's mode, for the driver and every Ray worker."""
+    if not throughput_optimized:
+        return {SERVE_MODE_VAR: "0"}
+    return {
+        SERVE_MODE_VAR: "1",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    }
+
 
 def up(host: str, port: int, num_cpus: int | None, num_gpus: int | None, ready: threading.Event | None = None,
-       stop: threading.Event | None = None, log=print) -> None:  # fmt: skip
+       stop: threading.Event | None = None, log=print, throughput_optimized: bool = True) -> None:  # fmt: skip
+    mode = serve_env(throughput_optimized)
+    os.environ.update(mode)  # before Ray and Serve are imported here (and inherited by the raylet)
     import ray
     from ray import serve
 
@@ -35,7 +69,7 @@ def up(host: str, port: int, num_cpus: int | None, num_gpus: int | None, ready: 
         redis = EmbeddedRedis()
         redis_url = redis.start()
     log(f"redis   {redis_url}")
-    env = {"DISTIL_DATA_DIR": str(data_dir()), "REDIS_URL": redis_url}
+    env = {"DISTIL_DATA_DIR": str(data_dir()), "REDIS_URL": redis_url, **mode}
     for k in ("DISTIL_API_TOKEN", "DISTIL_API_TOKEN_FILE", "VLLM_CPU_KVCACHE_SPACE", "HF_HOME", "PYTHONPATH"):
         if os.environ.get(k):
             env[k] = os.environ[k]
@@ -45,6 +79,7 @@ def up(host: str, port: int, num_cpus: int | None, num_gpus: int | None, ready: 
     url = f"http://{host}:{port}"
     path.write_text(json.dumps({"pid": os.getpid(), "url": url, "redis": redis_url}))
     log(f"gateway {url}  (docs {url}/docs; token in {token_file()} or $DISTIL_API_TOKEN)")
+    log(f"serve   {SERVE_MODE_VAR}={mode[SERVE_MODE_VAR]} (--no-throughput-optimized: Serve's defaults)")
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
