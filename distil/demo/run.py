@@ -5,7 +5,7 @@ splits, submits a DistIL job on the packaged SmolLM2-135M-Instruct with executio
 through all four services and the bus, shows progress, prints held-out success before and
 after training, and writes a PNG of the training curves.
 
-    python -m distil.demo.run [--steps 16] [--seed 0] [--objective distil]
+    python -m distil.demo.run [--steps 12] [--seed 0] [--objective distil]
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def cancel_leftovers(client, console: Console, prefixes: tuple[str, ...] = ("dem
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--objective", default="distil")
     ap.add_argument("--port", type=int, default=8100)
