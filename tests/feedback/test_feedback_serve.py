@@ -16,16 +16,12 @@ def free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_serve_deployment_executes_and_grades():
-    ray = pytest.importorskip("ray")
+def test_serve_deployment_executes_and_grades(ray_local):
     from ray import serve
 
     from services.feedback.deployment import build_app
 
     port = free_port()
-    started = not ray.is_initialized()  # another test module may have left Ray running
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"sandbox": {"slots": 2, "uid_base": 63800}}), name="feedback", route_prefix="/")
@@ -44,5 +40,3 @@ def test_serve_deployment_executes_and_grades():
             assert graded["responses"][0]["success"] is True
     finally:
         serve.shutdown()
-        if started:
-            ray.shutdown()

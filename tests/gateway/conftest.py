@@ -1,5 +1,6 @@
-"""A real stack for gateway tests: local Ray, Serve on a free port, the session's Redis,
-and the gateway deployed as a Serve application with its own data directory and token."""
+"""A real stack for gateway tests: local Ray, Serve on a free port (in the mode `distil up`
+uses), the session's Redis, and the gateway deployed as a Serve application with its own data
+directory and token."""
 
 from __future__ import annotations
 
@@ -55,20 +56,27 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, redis_server) -> Iterator[Stack]:
-    import ray
+def gateway_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gateway-data")
+
+
+@pytest.fixture(scope="module")
+def ray_options(gateway_data: Path) -> dict:
+    """Ray for the gateway's stack: the data directory and token for every worker, and Serve
+    in the mode `distil up` runs it in."""
+    from distil.gateway.stack import serve_env
+
+    env = {"OMP_NUM_THREADS": "1", "DISTIL_DATA_DIR": str(gateway_data), "DISTIL_API_TOKEN": TOKEN}
+    return {"num_cpus": 8, "env_vars": env | serve_env(throughput_optimized=True)}
+
+
+@pytest.fixture(scope="module")
+def stack(ray_local, gateway_data: Path, redis_server) -> Iterator[Stack]:
     from ray import serve
 
-    data = tmp_path_factory.mktemp("gateway-data")
-    env = {"OMP_NUM_THREADS": "1", "DISTIL_DATA_DIR": str(data), "DISTIL_API_TOKEN": TOKEN}
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    s = Stack(url=f"http://127.0.0.1:{port}", data_dir=data, redis_url=redis_server.url)
+    s = Stack(url=f"http://127.0.0.1:{port}", data_dir=gateway_data, redis_url=redis_server.url)
     s.deploy_gateway()
     yield s
     serve.shutdown()
-    if started:
-        ray.shutdown()

@@ -20,24 +20,13 @@ G = 2
 
 
 @pytest.fixture(scope="module")
-def serve_url():
-    import ray
+def serve_url(ray_local):
     from ray import serve
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=4,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-        )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
-    if started:
-        ray.shutdown()
 
 
 def engine_cfg(model) -> dict:
