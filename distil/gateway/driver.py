@@ -255,6 +255,11 @@ class JobDriver:
                 if isinstance(d.value, StepDone):
                     step = max(step, d.value.step)
                     consumed = outcome
+                    if next_eval is not None and step >= next_eval and held_out:
+                        # Right at the step that reached it, not after the rest of this batch.
+                        self._evaluate_safely(spec, held_out, model_dir, step)
+                        next_eval = self._next_eval(spec, step)
+                        last_event = time.monotonic()
                 elif isinstance(d.value, JobFailed):
                     raise JobFailure(f"learner failed at step {d.value.step}: {d.value.error}")
                 elif isinstance(d.value, JobFinished):
@@ -266,10 +271,6 @@ class JobDriver:
                     )
                     return
             now = time.monotonic()
-            if next_eval is not None and step >= next_eval and held_out:
-                self._evaluate_safely(spec, held_out, model_dir, step)
-                next_eval = self._next_eval(spec, step)
-                last_event = time.monotonic()
             if now - last_sample > 5.0:
                 last_sample = now
                 self._sample_recent(job_id)

@@ -128,3 +128,27 @@ def test_resume_after_cancel_continues_from_the_checkpoint(stack, vllm_tiny_dir,
     with stack.client() as c:
         steps = [p["step"] for p in c.get(f"/v1/jobs/{job_id}/metrics?kind=train").json()["points"]]
     assert job["step"] == 5 and steps[-1] == 5 and sorted(set(steps)) == steps
+
+
+def test_evaluation_every_n_steps(stack, vllm_tiny_dir, tasks_file):
+    """evaluation.every_steps=2 over 4 steps: the held-out split is evaluated after step 2
+    (the schedule) and after step 4 (the end), each with avg, pass@k, maj@k and best@k."""
+    spec = tiny_job(vllm_tiny_dir, tasks_file, steps=4)
+    spec["evaluation"] |= {"every_steps": 2, "at_end": True}
+    job_id = submit(stack, spec)
+    job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=900)
+    assert job["state"] == "completed", job["reason"]
+    with stack.client() as c:
+        evals = c.get(f"/v1/jobs/{job_id}/metrics?kind=eval").json()["points"]
+        events = c.get(f"/v1/jobs/{job_id}/events").text
+    assert [p["step"] for p in evals] == [2, 4], evals
+    k = spec["evaluation"]["k"]
+    expected = {"score/avg", "accuracy/avg"} | {
+        f"{kind}/{metric}@{i}" for kind in ("score", "accuracy") for metric in ("best", "maj") for i in (1, k)
+    }
+    expected |= {f"score/pass@{i}" for i in (1, k)}
+    for p in evals:
+        assert expected <= set(p), f"eval at step {p['step']} lacks {expected - set(p)}"
+        assert all(0.0 <= p[key] <= 1.0 for key in expected), p
+        assert p["problems"] == 1.0
+    assert "event: eval_failed" not in events
