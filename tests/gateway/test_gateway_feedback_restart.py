@@ -25,15 +25,9 @@ BUS = {"claim_idle_s": 2.0, "claim_interval_s": 0.5, "block_s": 0.5}
 
 
 @pytest.fixture(scope="module")
-def ray_here():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+def ray_options() -> dict:
+    """Plain Ray for ``ray_local`` (tests/conftest.py): no Serve here, so not the gateway stack's."""
+    return {"num_cpus": 2, "env_vars": {}}
 
 
 def rollout(job: str, gid: str) -> Group:
@@ -60,7 +54,7 @@ def pid_of(actor) -> int:
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
 
 
-def test_killed_feedback_actor_is_restarted_and_keeps_grading(ray_here, redis_server):
+def test_killed_feedback_actor_is_restarted_and_keeps_grading(ray_local, redis_server):
     import ray
 
     from distil.gateway.stages import ServeStages, feedback_actor_name
