@@ -2,10 +2,16 @@
 
 Exactly-once training: a group's bus entry is acknowledged only once a checkpoint covers
 the step that trained it. If the learner dies in between, the entries are still pending,
-are claimed again after ``claim_idle_s`` and retrained from that checkpoint — nothing
-accepted is lost and nothing is trained twice into the surviving weights. The weights'
+are claimed again after ``claim_idle_s`` and retrained from that checkpoint, whatever their
+age — nothing accepted is lost and nothing is trained twice into the surviving weights (a
+redelivered group the restored weights already went through, from a learner that died
+between saving a checkpoint and acknowledging, is acknowledged, not retrained). The weights'
 lineage (the group ids of every step they went through) is kept in ``Progress`` and saved
 with each checkpoint, so this can be audited by group id.
+
+A learner restored behind the weights the engines run (its predecessor published steps
+after its last checkpoint) sends the restored weights at once as a newer version: policy
+versions only increase, and may then run ahead of steps.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class StageCounters:
     groups_trained: int = 0
     dropped_stale: int = 0
     rejected: int = 0
+    already_trained: int = 0  # redelivered groups the restored weights already went through
     worker_restarts: int = 0
     trained_group_ids: list[str] = field(default_factory=list)  # by this stage, replays not repeated
     restored_versions: list[int] = field(default_factory=list)  # checkpoint versions restarts went back to
@@ -77,6 +84,10 @@ class LearnerStage:
         self._reported_restarts = 0  # worker restarts already reported in a step's metrics
         # Steps trained since the last checkpoint, with their deliveries (not acknowledged yet).
         self.pending_steps: list[list[tuple[Delivery, list, list[float]]]] = []
+        # Every group in these weights' lineage (restored, then trained here).
+        self._in_lineage = {g for step in self.progress.trained_groups for g in step}
+        self._skipped_versions = 0  # versions skipped by _overtake_published, not checkpointed yet
+        self._overtake_published()
 
     @property
     def pending(self) -> list[Delivery]:
@@ -104,7 +115,15 @@ class LearnerStage:
                 self._publish(self.version)
             for d in self.consumer.read(count=want - len(got)):
                 g = d.group
-                if is_stale(g.policy_version, self.version, self.cfg.max_staleness):
+                if g.group_id in self._in_lineage:
+                    # Trained into the restored weights already: the learner that checkpointed
+                    # them died before acknowledging. Acknowledge it now; never train it twice.
+                    self.consumer.ack([d])
+                    self.counters.already_trained += 1
+                    continue
+                # A redelivered group was accepted by a learner that died before a checkpoint
+                # covered it: it is retrained whatever its age (nothing accepted is lost).
+                if d.attempt == 1 and is_stale(g.policy_version, self.version, self.cfg.max_staleness):
                     self.consumer.ack([d])  # dropping is final: it will never be trained
                     self.counters.dropped_stale += 1
                     continue
@@ -137,6 +156,7 @@ class LearnerStage:
         metrics["time_train"] = w2 - w1
         self.pending_steps.append(batch)
         self.progress.trained_groups.append(_group_ids(batch))
+        self._in_lineage.update(self.progress.trained_groups[-1])
         self.progress.policy_version += 1
         self.counters.steps += 1
         self.counters.groups_trained += len(batch)
@@ -152,6 +172,7 @@ class LearnerStage:
             "teacher_signal_frac": sum(1.0 for s in samples if s.teacher_mask) / n,
             "dropped_stale": float(self.counters.dropped_stale),
             "rejected_groups": float(self.counters.rejected),
+            "already_trained": float(self.counters.already_trained),
             "worker_restarts": float(self.counters.worker_restarts),
         }
         if self.counters.steps % self.cfg.publish_every == 0:
@@ -191,6 +212,7 @@ class LearnerStage:
                         )
                         self.progress.trained_groups.append(_group_ids(batch))
                         self.progress.policy_version += 1
+                    self.progress.policy_version += self._skipped_versions  # never back below the engines
                     replay = False
                 return action()
             except WorkerGroupRestarted as restarted:
@@ -205,6 +227,33 @@ class LearnerStage:
                     len(self.pending_steps),
                 )
                 replay = True
+
+    def _overtake_published(self) -> None:
+        """After a restore behind the weights the engines run -- a learner that died after
+        publishing steps its last checkpoint does not have -- send the restored weights at
+        once, as a version newer than any of those (engines refuse older versions, and the
+        groups they sampled must not look newer than the learner). The dead learner may have
+        been sending ``published + 1`` to some engines when it died: the restored weights
+        are ``published + 2``. Policy versions then run ahead of steps."""
+        published = published_weights.published_version(self.bus, self.job)
+        if published <= self.version:
+            return
+        restored = self.version
+        self._skipped_versions += published + 2 - restored
+        self.progress.policy_version = published + 2
+        log.warning(
+            "job %s: restored policy version %d, but the engines have run version %d (steps trained "
+            "after the last checkpoint, lost with the learner that trained them); sending the "
+            "restored weights as version %d",
+            self.job,
+            restored,
+            published,
+            self.version,
+        )
+        self._publish(self.version)
+        self.events.publish(
+            WeightsUpdated(job_id=self.job, policy_version=self.version, step=self.counters.steps)
+        )
 
     def _publish(self, version: int) -> None:
         """Send weights ``version`` to the engines; a receiver that died before confirming (a
@@ -247,6 +296,7 @@ class LearnerStage:
             return self.backend.save_checkpoint(self.progress)
 
         path = self._retrying(save)
+        self._skipped_versions = 0  # the checkpoint has the version
         self.consumer.ack(self.pending)
         self.pending_steps = []
         self.events.publish(

@@ -88,27 +88,62 @@ def test_stage_trains_drops_stale_and_dead_letters_bad_groups(bus, job_id, tiny_
 
 
 def test_a_dead_learners_uncheckpointed_groups_are_retrained(bus, job_id, tiny_model_dir, tmp_path):
+    from distil.bus import weights
+
     producer = bus.producer(job_id, "scored")
     groups = [scored_group(job_id, seed=10 + i) for i in range(4)]
     producer.publish_many(groups)
     first = make_stage(bus, job_id, tiny_model_dir, tmp_path, "dies", groups_per_step=2, checkpoint_every=10)
-    first.step()  # trains 2 groups, no checkpoint yet: they stay pending
-    assert bus.backlog(job_id, "scored") == 4
+    first.step()  # trains 2 groups and publishes version 1; no checkpoint yet: they stay pending
+    assert bus.backlog(job_id, "scored") == 4 and weights.published_version(bus, job_id) == 1
     del first  # the learner dies
     second = make_stage(bus, job_id, tiny_model_dir, tmp_path, "lives", groups_per_step=2, checkpoint_every=2)
-    assert second.version == 0  # nothing was checkpointed: it starts from the initial weights
+    # Nothing was checkpointed: it starts from the initial weights, but the engines have run
+    # version 1 (the lost step), so it sends them at once as a newer version, 1 + 2.
+    assert second.version == 3 and weights.published_version(bus, job_id) == 3
+    assert [(type(e).__name__, e.policy_version) for e in events(bus, job_id)][-1] == ("WeightsUpdated", 3)
+    # The 2 groups never delivered were sampled by version 0: too stale for version 3 now.
+    # The 2 the dead learner trained are redelivered and retrained whatever their age.
+    fresh = [scored_group(job_id, 3, seed=20 + i) for i in range(2)]  # sampled by the restored weights
+    producer.publish_many(fresh)
     second.run(steps=2)
-    assert sorted(second.counters.trained_group_ids) == sorted(g.group_id for g in groups)
+    retrained = sorted(second.counters.trained_group_ids)
+    assert retrained == sorted([g.group_id for g in groups[:2]] + [g.group_id for g in fresh])
+    assert second.counters.dropped_stale == 2
     assert bus.backlog(job_id, "scored") == 0
     assert type(events(bus, job_id)[-1]).__name__ == "JobFinished"
-    # and a third learner resumes from the checkpoint, at version 2
+    # and a third learner resumes from the checkpoint, at version 5 (the engines' too)
     third = make_stage(bus, job_id, tiny_model_dir, tmp_path, "resumes", groups_per_step=2)
-    assert third.version == 2
+    assert third.version == 5 and weights.published_version(bus, job_id) == 5
     # the checkpoint's lineage: the two steps of the weights, each group in it once (the step
     # the dead learner trained and lost is not part of it)
     lineage = third.progress.trained_groups
     assert len(lineage) == 2 and all(len(step) == 2 for step in lineage)
+    assert sorted(g for step in lineage for g in step) == retrained
+
+
+def test_a_group_the_restored_checkpoint_has_is_not_retrained(bus, job_id, tiny_model_dir, tmp_path):
+    """A learner that died between saving a checkpoint and acknowledging its groups: its
+    replacement restores that checkpoint, acknowledges those groups when they come back
+    (counted as ``already_trained``) and retrains only the later ones."""
+    producer = bus.producer(job_id, "scored")
+    groups = [scored_group(job_id, seed=30 + i) for i in range(4)]
+    producer.publish_many(groups)
+    first = make_stage(bus, job_id, tiny_model_dir, tmp_path, "dies", groups_per_step=2, checkpoint_every=10)
+    first.step()
+    first.backend.save_checkpoint(first.progress)  # saved at version 1, then it died: nothing acknowledged
+    first.step()  # version 2, published, not checkpointed
+    del first
+    second = make_stage(bus, job_id, tiny_model_dir, tmp_path, "lives", groups_per_step=2, checkpoint_every=1)
+    assert second.version == 4  # restored version 1, behind the engines' 2: sent as 2 + 2
+    assert second.progress.trained_groups == [[g.group_id for g in groups[:2]]]
+    metrics = second.step()
+    assert sorted(second.counters.trained_group_ids) == sorted(g.group_id for g in groups[2:])
+    assert metrics["already_trained"] == 2.0 and metrics["dropped_stale"] == 0.0
+    assert bus.backlog(job_id, "scored") == 0  # the step's checkpoint covers the rest
+    lineage = make_stage(bus, job_id, tiny_model_dir, tmp_path, "audit").progress.trained_groups
     assert sorted(g for step in lineage for g in step) == sorted(g.group_id for g in groups)
+    assert len(lineage) == 2
 
 
 def test_stage_writes_each_steps_spans_to_the_timeline(bus, job_id, tiny_model_dir, tmp_path):
