@@ -159,13 +159,16 @@ class JobDriver:
         except Exception:
             log.exception("could not record the failure of %s", self.job_id)
 
-    def _start_learner(self, spec: JobSpec, typed: TypedSections, model_dir: Path) -> bool:
-        """Start (or re-attach to) the learner job; False when nothing is left to train.
+    def _start_learner(self, spec: JobSpec, typed: TypedSections, model_dir: Path) -> str | None:
+        """Start the learner job (``"started"``) or re-attach to it (``"attached"``); None
+        when its last checkpoint has every step (the job is then completed).
 
-        A learner started afresh for a resumed job restores its last checkpoint and counts
-        its steps from there, so the driver records ``step_offset`` (the checkpoint's step)
-        and ``issued_base`` (groups issued before, minus those still on the streams, which
-        the new learner will still consume) next to the prompt cursor."""
+        A learner started afresh for a resumed job (or after its replica died) restores its
+        last checkpoint and counts its steps from there, so the driver records
+        ``step_offset`` (the checkpoint's step) and ``issued_base`` (groups issued before,
+        minus those still on the streams, which the new learner will still consume, and
+        minus the dead letters, which the in-flight count subtracts itself) next to the
+        prompt cursor."""
         job_id = self.job_id
         if self.stages.learner_state(job_id) not in ("starting", "running"):
             # Events a previous learner run wrote after its driver stopped reading (its last
@@ -178,19 +181,20 @@ class JobDriver:
             self.store.add_event(
                 job_id, "finished", {"step": resume_from, "checkpoint": checkpoints[-1]["path"]}
             )
-            return False
+            return None
         status = self.stages.start_learner(
             job_id, self._learner_spec(spec, typed, model_dir, spec.steps - resume_from)
         )
-        if not status.get("attached"):
-            job = self.store.get(job_id)
-            on_streams = sum(max(self._safe_backlog(s), 0) for s in STREAMS)
-            base = {
-                "step_offset": resume_from,
-                "issued_base": max(Cursor.from_dict(job.cursor).issued - on_streams, 0),
-            }
-            self.store.save_cursor(job_id, {**job.cursor, **base})
-        return True
+        if status.get("attached"):
+            return "attached"
+        job = self.store.get(job_id)
+        on_streams, dead = self._stream_totals()
+        base = {
+            "step_offset": resume_from,
+            "issued_base": max(Cursor.from_dict(job.cursor).issued - on_streams - dead, 0),
+        }
+        self.store.save_cursor(job_id, {**job.cursor, **base})
+        return "started"
 
     def _learner_spec(
         self, spec: JobSpec, typed: TypedSections, model_dir: Path, steps: int
@@ -282,6 +286,21 @@ class JobDriver:
             if now - last_health > 10.0:
                 last_health = now
                 unhealthy_since = self._check_health(spec, unhealthy_since, now)
+                if self.stages.learner_job_missing(job_id):
+                    # The learner's replica was replaced (crash, out of memory) and the job
+                    # died with the old one: start it again from its last checkpoint. Steps
+                    # the dead one trained after it are retrained (their groups were not
+                    # acknowledged) and recorded again under the same numbers.
+                    log.warning("job %s: the learner lost the job; restarting it from its checkpoint", job_id)
+                    started = self._start_learner(spec, typed, model_dir)
+                    if started is None:
+                        return  # the last checkpoint has every step: completed
+                    if started == "started":
+                        cursor = self.store.get(job_id).cursor
+                        offset, issued_base = int(cursor["step_offset"]), int(cursor["issued_base"])
+                        step, consumed = offset, 0
+                        self.store.add_event(job_id, "learner_restarted", {"from_step": offset})
+                    last_event = time.monotonic()
             limit = spec.timeouts.first_step_s if step == 0 else spec.timeouts.step_s
             if now - last_event > limit:
                 raise JobFailure(
@@ -316,7 +335,9 @@ class JobDriver:
 
     def _record(self, ev, offset: int, typed: TypedSections | None = None) -> int:
         """Store one learner event (its step shifted by ``offset``, the step the learner run
-        resumed from). For a StepDone, returns the groups that learner run has consumed."""
+        resumed from). For a StepDone, returns the groups that learner run has taken off the
+        streams: trained, dropped as stale, or found already trained into the checkpoint it
+        restored (those it dead-lettered are counted with the dead letters)."""
         job_id = self.job_id
         consumed = 0
         if isinstance(ev, StepDone):
@@ -324,7 +345,7 @@ class JobDriver:
             ev.step += offset
             m = {k: float(v) for k, v in ev.metrics.items()}
             gps = typed.learner.groups_per_step if typed is not None else 0
-            consumed = local * gps + int(m.get("dropped_stale", 0)) + int(m.get("rejected_groups", 0))
+            consumed = local * gps + int(m.get("dropped_stale", 0)) + int(m.get("already_trained", 0))
             self.store.add_metrics(job_id, ev.step, m)
             self.store.set_progress(job_id, step=ev.step, policy_version=ev.policy_version)
             self.store.add_event(
@@ -377,6 +398,24 @@ class JobDriver:
             key = names.dead_letter_key(self.bus.stream(self.job_id, s))
             total += self.bus.call(f"reading the length of {key}", lambda r, k=key: r.xlen(k))
         return total
+
+    def _stream_totals(self) -> tuple[int, int]:
+        """(entries on the job's streams, dead letters), read in one transaction, so that a
+        group moving to the next stream meanwhile is counted once."""
+        from distil.bus import names
+
+        keys = [self.bus.stream(self.job_id, s) for s in STREAMS]
+
+        def read(r) -> tuple[int, int]:
+            with r.pipeline(transaction=True) as p:
+                for key in keys:
+                    p.xlen(key)
+                for key in keys:
+                    p.xlen(names.dead_letter_key(key))
+                counts = p.execute()
+            return sum(counts[: len(keys)]), sum(counts[len(keys) :])
+
+        return self.bus.call("counting the entries on the job's streams", read)
 
     def _safe_backlog(self, stream: str) -> int:
         try:

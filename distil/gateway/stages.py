@@ -200,6 +200,17 @@ class ServeStages:
         except Exception:
             return None
 
+    def learner_job_missing(self, job: str, timeout_s: float = 10.0) -> bool:
+        """True only when the learner answers that it has no such job (404): its replica was
+        replaced (crash, out of memory) and the job died with the old one. False when it has
+        the job in any state, and when it does not answer (a replica still being replaced, a
+        slow call): then nothing is known yet."""
+        try:
+            self.learner_status(job, timeout_s)
+        except Exception as exc:
+            return any(getattr(e, "status_code", None) == 404 for e in (exc, getattr(exc, "cause", None)))
+        return False
+
     def wait_learner_stopped(self, job: str, timeout_s: float) -> None:
         """Wait until the learner job has stopped (it finishes its step and checkpoints first)."""
         deadline = time.monotonic() + timeout_s
