@@ -178,7 +178,8 @@ def create_app(store: JobStore, token: str, *, observer: Observer | None = None,
     observer = observer or Observer(store)
     bearer = HTTPBearer(auto_error=False, description="DISTIL_API_TOKEN")
 
-    def authorized(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+    async def authorized(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        # async: checked on the event loop, not handed to a worker thread and back per request
         header = f"Bearer {creds.credentials}" if creds else None
         if not check_bearer(header, token):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
