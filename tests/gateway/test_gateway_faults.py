@@ -242,8 +242,18 @@ def test_job_survives_killed_replicas_workers_and_feedback(fault_stack, vllm_tin
     # None was stale either: a replacement engine samples nothing before it has the job's weights.
     assert last["dropped_stale"] == 0
 
-    # The killed replicas' engine processes did not outlive them.
-    lingering = [pid for pid in children if psutil.pid_exists(pid)]
+    # The killed replicas' engine processes did not outlive them: vLLM's engine core notices
+    # its parent's death and exits, which takes a while on a loaded machine (a zombie that is
+    # not reaped yet has exited).
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 120
+    while (lingering := [pid for pid in children if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(1.0)
     for pid in lingering:
         os.kill(pid, signal.SIGKILL)
     assert not lingering, f"processes of killed replicas still running: {lingering}"
