@@ -103,16 +103,9 @@ def read_feedback(bus: Bus, job: str, gid: str, timeout_s: float, seen: dict[str
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # fmt: skip
-    yield
-    if started:
-        ray.shutdown()
+def ray_options() -> dict:
+    """Plain Ray for ``ray_local`` (tests/conftest.py): no Serve here, so not the gateway stack's."""
+    return {"num_cpus": 4, "env_vars": {"OMP_NUM_THREADS": "1"}}
 
 
 @pytest.fixture
@@ -128,7 +121,7 @@ def browser():
 
 
 def test_reviewer_feedback_reaches_the_teacher_and_expired_items_go_on(
-    ray_cluster,
+    ray_local,
     browser,
     redis_server,
     job_id,
