@@ -23,7 +23,6 @@ import copy
 import importlib
 import json
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -252,7 +251,7 @@ def serve(cfg: ServeFile, *, host: str | None = None, port: int | None = None, r
     from distil.bus import EmbeddedRedis
     from distil.gateway.auth import load_token, token_file
     from distil.gateway.client import stack_file
-    from distil.gateway.stack import _alive
+    from distil.gateway.stack import _alive, stop_on_signals
     from distil.paths import data_dir
 
     state = stack_file()
@@ -310,12 +309,7 @@ def serve(cfg: ServeFile, *, host: str | None = None, port: int | None = None, r
         log(
             f"gateway {url}  ({cfg.path.name}; docs {url}/docs; token in {token_file()} or $DISTIL_API_TOKEN)"
         )
-        stop = stop or threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                signal.signal(sig, lambda *_: stop.set())
-            except ValueError:  # not the main thread (tests)
-                pass
+        stop = stop_on_signals(stop)
         if ready is not None:
             ready.set()
         stop.wait()

@@ -46,6 +46,17 @@ def serve_env(throughput_optimized: bool) -> dict[str, str]:
     }
 
 
+def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    """``stop`` (or a new event), set by SIGINT/SIGTERM when called from the main thread."""
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, lambda *_: stop.set())
+        except ValueError:  # not the main thread (tests)
+            pass
+    return stop
+
+
 def up(host: str, port: int, num_cpus: int | None, num_gpus: int | None, ready: threading.Event | None = None,
        stop: threading.Event | None = None, log=print, throughput_optimized: bool = True) -> None:  # fmt: skip
     mode = serve_env(throughput_optimized)
@@ -80,12 +91,7 @@ def up(host: str, port: int, num_cpus: int | None, num_gpus: int | None, ready: 
     path.write_text(json.dumps({"pid": os.getpid(), "url": url, "redis": redis_url}))
     log(f"gateway {url}  (docs {url}/docs; token in {token_file()} or $DISTIL_API_TOKEN)")
     log(f"serve   {SERVE_MODE_VAR}={mode[SERVE_MODE_VAR]} (--no-throughput-optimized: Serve's defaults)")
-    stop = stop or threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(sig, lambda *_: stop.set())
-        except ValueError:  # not the main thread (tests)
-            pass
+    stop = stop_on_signals(stop)
     if ready is not None:
         ready.set()
     try:
