@@ -138,6 +138,9 @@ class Group:
     task_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     spans: list[StageSpan] = field(default_factory=list)
+    # Temperature of the distribution the responses' log-probs are from: the sampling
+    # temperature (greedy sampling reports log-probs at 1).
+    sampling_temperature: float = 1.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -246,6 +249,11 @@ def validate_group(g: Group) -> None:
         raise SchemaError("group: job_id is missing")
     if not g.group_id:
         raise SchemaError(f"group (job {g.job_id!r}): group_id is missing; it is the idempotency key")
+    if not (math.isfinite(g.sampling_temperature) and g.sampling_temperature > 0):
+        raise SchemaError(
+            f"group {g.group_id!r}: sampling_temperature {g.sampling_temperature!r} must be a finite number > 0 "
+            "(the temperature of the responses' log-probs; 1 for greedy sampling)"
+        )
     _check_int(np.asarray(g.prompt_token_ids), "prompt_token_ids", 1)
     for i, r in enumerate(g.responses):
         where = f"group {g.group_id!r} responses[{i}]"
@@ -301,6 +309,7 @@ def group_to_proto(g: Group, deferred: list | None = None) -> group_pb2.Group:
         attempt=g.attempt,
         prompt_text=g.prompt_text,
         task_id=g.task_id,
+        sampling_temperature=g.sampling_temperature,
     )
     m.metadata.update(g.metadata)
     for span in g.spans:
@@ -447,6 +456,8 @@ def group_from_proto(m: group_pb2.Group) -> Group:
         task_id=m.task_id,
         metadata=dict(m.metadata),
         spans=[StageSpan(s.stage, s.start, s.end) for s in m.spans],
+        # 0 on the wire: a producer that did not record it (log-probs at 1)
+        sampling_temperature=m.sampling_temperature or 1.0,
     )
     validate_group(g)
     return g

@@ -70,7 +70,10 @@ def compute_loss(
     B, T, V = student_logits.shape
     _validate(obj, config, batch, B, T, V, None)
     student = gather_student_logprobs(
-        student_logits, batch.response_ids, batch.teacher_topk_ids if obj.needs_teacher else None
+        student_logits,
+        batch.response_ids,
+        batch.teacher_topk_ids if obj.needs_teacher else None,
+        batch.rollout_temperature,
     )
     return _finish(obj, config, student, batch, normalizer)
 
@@ -92,6 +95,12 @@ def compute_loss_from_logprobs(
             raise ValueError(
                 f"student.topk_logprobs must have shape [{B},{T},K], got {list(student.topk_logprobs.shape)}"
             )
+    if batch.rollout_temperature is not None and student.tempered_token_logprobs is None:
+        raise ValueError(
+            "batch.rollout_temperature is set but student.tempered_token_logprobs is missing: gather the "
+            "student's log-probs with temperature=batch.rollout_temperature, or the importance ratio "
+            "would compare log-probs at two temperatures"
+        )
     K = student.topk_logprobs.shape[-1] if obj.needs_teacher else None
     _validate(obj, config, batch, B, T, student.vocab_size, K)
     return _finish(obj, config, student, batch, normalizer)
@@ -125,7 +134,7 @@ def _finish(
         # Rollout engine vs learner on the sampled tokens: KL(rollout || learner) estimated on
         # the rollout's own samples, and the largest per-token gap.
         with torch.no_grad():
-            gap = batch.rollout_logprobs.to(mask.dtype) - student.token_logprobs.detach()
+            gap = batch.rollout_logprobs.to(mask.dtype) - student.sampling_token_logprobs.detach()
             valid = mask > 0
             metrics["rollout_kl"] = float(gap[valid].mean())
             metrics["rollout_max_abs_diff"] = float(gap[valid].abs().max())

@@ -26,6 +26,9 @@ class LossBatch:
     advantages: torch.Tensor | None = None  # [B] float (grpo)
     teacher_mask: torch.Tensor | None = None  # [B] bool, samples with a teacher signal
     group_ids: torch.Tensor | None = None  # [B] int, for credit_baseline="group_mean"
+    # [B] float, the temperature of rollout_logprobs' distribution per sample (the sampling
+    # temperature); None = 1. Ratios compare them with the student's at that temperature.
+    rollout_temperature: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> LossBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -80,6 +83,13 @@ def validate(
         if not torch.isfinite(batch.rollout_logprobs[mask]).all():
             raise ValueError(
                 "rollout_logprobs has NaN/inf at valid positions; the rollout engine's log-probs are broken"
+            )
+    if batch.rollout_temperature is not None:
+        _check("rollout_temperature", batch.rollout_temperature, (B,), _FLOAT, "a float tensor [B]")
+        if not (torch.isfinite(batch.rollout_temperature).all() and (batch.rollout_temperature > 0).all()):
+            raise ValueError(
+                "rollout_temperature must be finite and > 0: the temperature the rollout sampled at "
+                "(1 for greedy sampling)"
             )
     if needs_advantages:
         if batch.advantages is None:

@@ -20,7 +20,11 @@ def token_mask(batch: LossBatch, dtype: torch.dtype, *, use_teacher_mask: bool) 
 
 
 def log_ratio(token_logprobs: torch.Tensor, batch: LossBatch) -> torch.Tensor:
-    """Detached log(pi_theta(y_t) / pi_rollout(y_t)), clamped to +-20; 0 when no rollout log-probs."""
+    """Detached log(pi_theta(y_t) / pi_rollout(y_t)), clamped to +-20; 0 when no rollout log-probs.
+
+    ``token_logprobs`` must be at the rollout's sampling temperature
+    (``StudentLogprobs.sampling_token_logprobs``), as the rollout's log-probs are.
+    """
     if batch.rollout_logprobs is None:
         return torch.zeros_like(token_logprobs).detach()
     diff = token_logprobs.detach() - batch.rollout_logprobs.to(token_logprobs.dtype)

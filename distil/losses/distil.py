@@ -67,7 +67,7 @@ class DistIL(Objective):
                 credit = credit - group_baseline(credit, mask, batch.group_ids)
             per_token = per_token + credit * tok_lp
             metrics |= {"credit_mean": masked_mean(credit, mask), "credit_max": masked_max(credit, mask)}
-        weight, ratio = is_weights(tok_lp, batch, cfg)
+        weight, ratio = is_weights(student.sampling_token_logprobs, batch, cfg)
         loss = aggregate(weight * per_token, mask, cfg, normalizer)
         metrics |= {
             "loss": float(loss.detach()),

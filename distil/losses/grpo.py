@@ -19,7 +19,9 @@ class GRPO(Objective):
     def loss(
         self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None
     ):
-        tok_lp = student.token_logprobs
+        # The policy ratio is taken at the rollout's sampling temperature (as the rollout's
+        # log-probs are): on fresh data it is 1 whatever the temperature.
+        tok_lp = student.sampling_token_logprobs
         mask = token_mask(batch, tok_lp.dtype, use_teacher_mask=False)
         old = tok_lp.detach() if batch.rollout_logprobs is None else batch.rollout_logprobs.to(tok_lp.dtype)
         ratio = torch.exp((tok_lp - old).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))

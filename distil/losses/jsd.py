@@ -38,10 +38,9 @@ class GeneralizedJSD(Objective):
     def loss(
         self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None
     ):
-        tok_lp = student.token_logprobs
         mask, lp_s, lp_t = teacher_support(cfg, student, batch)
         div = generalized_jsd(lp_s, lp_t, cfg.alpha)
-        weight, ratio = is_weights(tok_lp, batch, cfg)
+        weight, ratio = is_weights(student.sampling_token_logprobs, batch, cfg)
         loss = aggregate(weight * div, mask, cfg, normalizer)
         with torch.no_grad():
             kl = (lp_t.exp() * (lp_t - lp_s)).sum(-1)

@@ -23,6 +23,15 @@ class StudentLogprobs:
     token_logprobs: torch.Tensor  # [B,T] log p_theta(y_t)
     vocab_size: int
     entropy: torch.Tensor | None = None  # [B,T] detached, for metrics
+    # [B,T] log p_theta(y_t) at the rollout's sampling temperature (log_softmax(z / tau)), when
+    # that is not 1: what the rollout's log-probs are compared with. None = tau is 1.
+    tempered_token_logprobs: torch.Tensor | None = None
+
+    @property
+    def sampling_token_logprobs(self) -> torch.Tensor:
+        """log p_theta(y_t) under the distribution the rollout sampled from: the side of the
+        importance ratio (and of GRPO's policy ratio) that the rollout's log-probs meet."""
+        return self.token_logprobs if self.tempered_token_logprobs is None else self.tempered_token_logprobs
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -35,22 +44,50 @@ def _safe_ids(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return ids.long().clamp(0, vocab_size - 1)
 
 
-def _gather(logp: torch.Tensor, token_ids: torch.Tensor, topk_ids: torch.Tensor | None):
+def _gather(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    topk_ids: torch.Tensor | None,
+    temperature: torch.Tensor | None,
+):
+    logits = logits.to(compute_dtype(logits.dtype))
+    logp = torch.log_softmax(logits, dim=-1)
     V = logp.shape[-1]
-    token = logp.gather(-1, _safe_ids(token_ids, V).unsqueeze(-1)).squeeze(-1)
+    ids = _safe_ids(token_ids, V).unsqueeze(-1)
+    token = logp.gather(-1, ids).squeeze(-1)
     topk = logp.gather(-1, _safe_ids(topk_ids, V)) if topk_ids is not None else None
+    tempered = None
+    if temperature is not None:
+        tau = temperature.to(logits.dtype).view(-1, *([1] * (logits.dim() - 1)))
+        tempered = torch.log_softmax(logits / tau, dim=-1).gather(-1, ids).squeeze(-1)
     with torch.no_grad():
         entropy = -(logp.exp() * logp).sum(-1)
-    return token, topk, entropy
+    return token, topk, entropy, tempered
+
+
+def _check_temperature(temperature: torch.Tensor | None, batch_size: int) -> None:
+    if temperature is None:
+        return
+    if temperature.shape != (batch_size,) or not temperature.is_floating_point():
+        raise ValueError(f"temperature must be a float tensor [{batch_size}], got {list(temperature.shape)}")
+    if not (torch.isfinite(temperature).all() and (temperature > 0).all()):
+        raise ValueError("temperature must be finite and > 0 (the rollout's sampling temperature per sample)")
 
 
 def gather_student_logprobs(
-    logits: torch.Tensor, token_ids: torch.Tensor, topk_ids: torch.Tensor | None
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    topk_ids: torch.Tensor | None,
+    temperature: torch.Tensor | None = None,
 ) -> StudentLogprobs:
-    """Log-softmax the student's ``[B,T,V]`` logits and gather at the sampled and top-K ids."""
-    logp = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=-1)
-    token, topk, entropy = _gather(logp, token_ids, topk_ids)
-    return StudentLogprobs(topk, token, logits.shape[-1], entropy)
+    """Log-softmax the student's ``[B,T,V]`` logits and gather at the sampled and top-K ids.
+
+    ``temperature`` ([B], the rollout's sampling temperature per sample) also gathers the
+    sampled tokens' log-probs at that temperature (``tempered_token_logprobs``).
+    """
+    _check_temperature(temperature, logits.shape[0])
+    token, topk, entropy, tempered = _gather(logits, token_ids, topk_ids, temperature)
+    return StudentLogprobs(topk, token, logits.shape[-1], entropy, tempered)
 
 
 def chunked_student_logprobs(
@@ -61,6 +98,7 @@ def chunked_student_logprobs(
     *,
     chunk_size: int = 1024,
     lm_head_bias: torch.Tensor | None = None,
+    temperature: torch.Tensor | None = None,
 ) -> StudentLogprobs:
     """Same as ``gather_student_logprobs(hidden @ W.T)`` but over sequence chunks.
 
@@ -71,25 +109,31 @@ def chunked_student_logprobs(
         raise ValueError(f"hidden must have shape [B,T,H], got {list(hidden.shape)}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    _check_temperature(temperature, hidden.shape[0])
 
     def one_chunk(h: torch.Tensor, tok: torch.Tensor, top: torch.Tensor | None):
         logits = torch.nn.functional.linear(h, lm_head_weight, lm_head_bias)
-        logp = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=-1)
-        return _gather(logp, tok, top)
+        return _gather(logits, tok, top, temperature)
 
-    tokens, tops, ents = [], [], []
+    tokens, tops, ents, temps = [], [], [], []
     for start in range(0, hidden.shape[1], chunk_size):
         sl = slice(start, start + chunk_size)
         top = topk_ids[:, sl] if topk_ids is not None else None
         if torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad):
-            tok, tk, ent = checkpoint(one_chunk, hidden[:, sl], token_ids[:, sl], top, use_reentrant=False)
+            tok, tk, ent, tmp = checkpoint(
+                one_chunk, hidden[:, sl], token_ids[:, sl], top, use_reentrant=False
+            )
         else:
-            tok, tk, ent = one_chunk(hidden[:, sl], token_ids[:, sl], top)
+            tok, tk, ent, tmp = one_chunk(hidden[:, sl], token_ids[:, sl], top)
         tokens.append(tok)
         tops.append(tk)
         ents.append(ent)
+        temps.append(tmp)
     topk = torch.cat(tops, dim=1) if topk_ids is not None else None
-    return StudentLogprobs(topk, torch.cat(tokens, dim=1), lm_head_weight.shape[0], torch.cat(ents, dim=1))
+    tempered = torch.cat(temps, dim=1) if temperature is not None else None
+    return StudentLogprobs(
+        topk, torch.cat(tokens, dim=1), lm_head_weight.shape[0], torch.cat(ents, dim=1), tempered
+    )
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ class TrainSample:
     teacher_mask: bool = True
     advantage: float = 0.0
     group_id: int = 0
+    rollout_temperature: float = 1.0  # temperature of rollout_logprobs' distribution
 
     @property
     def length(self) -> int:
@@ -105,6 +106,7 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
             t_lp[b, :n] = torch.tensor(s.teacher_topk_logprobs, dtype=torch.float32)
             t_mask[b] = True
     has_rollout = all(s.rollout_logprobs is not None for s in samples)
+    temps = [s.rollout_temperature for s in samples]
     loss_batch = LossBatch(
         response_ids=resp,
         response_mask=mask,
@@ -114,5 +116,10 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         teacher_mask=t_mask if K else None,
         group_ids=torch.tensor([s.group_id for s in samples], dtype=torch.long),
+        # only when some sample was sampled at a temperature other than 1 (costs one more
+        # log-softmax per chunk in the learner)
+        rollout_temperature=(
+            torch.tensor(temps, dtype=torch.float32) if has_rollout and any(t != 1.0 for t in temps) else None
+        ),
     )
     return ModelBatch(input_ids, attention, positions, loss_batch)

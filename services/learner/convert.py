@@ -58,6 +58,7 @@ def group_to_samples(
                 teacher_topk_logprobs=top_lp,
                 teacher_mask=r.teacher is not None,
                 group_id=group_index,
+                rollout_temperature=group.sampling_temperature,
             )
         )
         rewards.append(float(r.feedback.reward) if r.feedback is not None else 0.0)

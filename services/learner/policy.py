@@ -22,6 +22,7 @@ class PolicyLogprobs(torch.nn.Module):
         predict_positions: torch.Tensor,
         token_ids: torch.Tensor,
         topk_ids: torch.Tensor | None,
+        temperature: torch.Tensor | None = None,
     ) -> StudentLogprobs:
         hidden = self.model.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask
@@ -35,4 +36,5 @@ class PolicyLogprobs(torch.nn.Module):
             topk_ids,
             chunk_size=self.chunk_size,
             lm_head_bias=getattr(head, "bias", None),
+            temperature=temperature,
         )

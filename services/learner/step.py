@@ -108,6 +108,7 @@ class Learner:
                 batch.predict_positions,
                 lb.response_ids,
                 lb.teacher_topk_ids if self.kind.needs_teacher else None,
+                lb.rollout_temperature,
             )
             out = compute_loss_from_logprobs(self.objective, student, lb, normalizer=normalizer)
             (out.loss * scale).backward()

@@ -75,6 +75,9 @@ class RolloutStage:
             for s in samples
         ]
         group.policy_version = min(s.policy_version for s in samples)
+        # vLLM's processed log-probs are at the sampling temperature (greedy: at 1); the
+        # learner compares them with its own at the same temperature.
+        group.sampling_temperature = sampling.temperature if sampling.temperature > 0 else 1.0
         self.groups += 1
         self.tokens += sum(len(s.token_ids) for s in samples)
         return group

@@ -37,6 +37,7 @@ def assert_groups_equal(a: Group, b: Group) -> None:
         b.job_id, b.group_id, b.policy_version, b.attempt, b.prompt_text, b.task_id,
     )  # fmt: skip
     assert a.created_at == b.created_at and a.metadata == b.metadata
+    assert a.sampling_temperature == b.sampling_temperature
     np.testing.assert_array_equal(a.prompt_token_ids, b.prompt_token_ids)
     assert len(a.responses) == len(b.responses)
     for ra, rb in zip(a.responses, b.responses, strict=True):
@@ -70,6 +71,19 @@ def test_group_round_trip_at_every_stage(stage: str) -> None:
     }[stage]()
     back = decode_group(encode_group(g))
     assert_groups_equal(g, back)
+
+
+def test_sampling_temperature_round_trips_and_is_checked() -> None:
+    g = make_group("j", "g0", g=2, t=5)
+    g.sampling_temperature = 0.7
+    assert decode_group(encode_group(g)).sampling_temperature == 0.7
+    m = group_to_proto(g)
+    m.ClearField("sampling_temperature")  # a producer that did not record it: log-probs at 1
+    assert decode_group(m.SerializeToString()).sampling_temperature == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        g.sampling_temperature = bad
+        with pytest.raises(SchemaError, match="sampling_temperature"):
+            encode_group(g)
 
 
 @pytest.mark.parametrize(

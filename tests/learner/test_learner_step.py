@@ -148,3 +148,31 @@ def test_nonfinite_steps_are_skipped_then_fail(tiny_model_dir):
             torch.testing.assert_close(p, before[n])  # nothing was applied
     with pytest.raises(NonFiniteLossError, match="2 steps in a row"):
         learner.step(samples())
+
+
+def test_samples_from_a_tempered_rollout_train_with_ratio_one(tiny_model_dir):
+    """The rollout's log-probs at its sampling temperature go through collate, the chunked
+    gather and the step: on fresh data the learner measures no mismatch and ratio 1."""
+    model = load(tiny_model_dir)
+    ss = samples(n=4)
+    assert collate(ss, pad_id=0).loss_batch.rollout_temperature is None  # temperature 1: no extra pass
+    with torch.no_grad():
+        for s in ss:
+            ids = torch.as_tensor(np.concatenate([s.prompt_ids, s.response_ids]))[None]
+            P, T = len(s.prompt_ids), len(s.response_ids)
+            logp = torch.log_softmax(model(ids).logits[0, P - 1 : P + T - 1] / 0.7, -1)
+            s.rollout_logprobs = logp.gather(-1, torch.as_tensor(s.response_ids)[:, None])[:, 0].numpy()
+            s.rollout_temperature = 0.7
+    assert collate(ss, pad_id=0).loss_batch.rollout_temperature.tolist() == pytest.approx([0.7] * 4)
+    learner = Learner(PolicyLogprobs(model, chunk_size=3), ObjectiveConfig(), TrainConfig(lr=1e-6), pad_id=0)
+    m = learner.step(ss)
+    assert abs(m["rollout_kl"]) < 1e-4 and m["rollout_max_abs_diff"] < 1e-3
+    assert m["is_ratio_mean"] == pytest.approx(1.0, abs=1e-3)
+    for s in ss:
+        s.rollout_temperature = 1.0  # as before the fix: tempered log-probs against temperature 1
+    assert (
+        Learner(PolicyLogprobs(model), ObjectiveConfig(), TrainConfig(lr=1e-6), pad_id=0).step(ss)[
+            "rollout_max_abs_diff"
+        ]
+        > 0.1
+    )

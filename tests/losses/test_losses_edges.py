@@ -357,3 +357,75 @@ def test_rollout_mismatch_metrics():
     m = loss_of("distil", logits, batch).metrics
     assert m["rollout_max_abs_diff"] == pytest.approx(0.6)
     assert m["rollout_kl"] == pytest.approx(0.1 + 0.5 / lp.numel())
+
+
+# --- rollout temperature ----------------------------------------------------------------
+
+
+def _tempered(logits: torch.Tensor, ids: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.detach() / tau[:, None, None], -1).gather(-1, ids[..., None])[..., 0]
+
+
+@pytest.mark.parametrize("name", ["distil", "sdpo", "grpo"])
+def test_fresh_samples_at_a_temperature_have_ratio_one(name):
+    """The rollout's log-probs are of the tempered distribution it sampled from; on fresh
+    data the learner's at that temperature equal them, so every ratio is 1 and the
+    mismatch is 0. Compared with the temperature-1 log-probs they are not."""
+    logits, batch, _ = make(B=4)
+    tau = torch.tensor([0.7, 0.7, 0.5, 1.3], dtype=torch.float64)
+    batch.rollout_logprobs = _tempered(logits, batch.response_ids, tau)
+    batch.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5], dtype=torch.float64)
+    batch.rollout_temperature = tau
+    m = loss_of(name, logits, batch).metrics
+    ratio_key = "ratio_mean" if name == "grpo" else "is_ratio_mean"
+    assert m[ratio_key] == pytest.approx(1.0, abs=1e-12)
+    assert m["rollout_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert m["rollout_max_abs_diff"] == pytest.approx(0.0, abs=1e-12)
+    batch.rollout_temperature = None  # the mistake this guards against
+    wrong = loss_of(name, logits, batch).metrics
+    assert wrong["rollout_max_abs_diff"] > 0.1 and abs(wrong[ratio_key] - 1.0) > 1e-3
+
+
+def test_grpo_gradient_is_that_of_the_tempered_policy():
+    """On fresh data GRPO's gradient is -A * d log softmax(z/tau)[y] / dz per token (token mean)."""
+    logits, batch, _ = make(B=2, T=1, V=7)
+    tau = torch.tensor([0.6, 0.6], dtype=torch.float64)
+    batch.rollout_logprobs = _tempered(logits, batch.response_ids, tau)
+    batch.rollout_temperature = tau
+    batch.advantages = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    (g,) = torch.autograd.grad(loss_of("grpo", logits, batch).loss, logits)
+    onehot = torch.nn.functional.one_hot(batch.response_ids, 7).double()
+    dlogp = (onehot - torch.softmax(logits.detach() / 0.6, -1)) / 0.6
+    expected = -batch.advantages[:, None, None] * dlogp / 2  # two valid tokens
+    torch.testing.assert_close(g, expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_chunked_tempered_logprobs_match_full(chunk):
+    g = torch.Generator().manual_seed(2)
+    B, T, H, V = 2, 7, 8, 17
+    hidden = torch.randn(B, T, H, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(V, H, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    tau = torch.tensor([0.7, 1.5], dtype=torch.float64)
+    s = chunked_student_logprobs(hidden, W, ids, None, chunk_size=chunk, temperature=tau)
+    torch.testing.assert_close(s.tempered_token_logprobs, _tempered(hidden @ W.T, ids, tau))
+    (ga,) = torch.autograd.grad(s.tempered_token_logprobs.sum(), hidden)
+    (gb,) = torch.autograd.grad(
+        torch.log_softmax((hidden @ W.T) / tau[:, None, None], -1).gather(-1, ids[..., None]).sum(), hidden
+    )
+    torch.testing.assert_close(ga, gb)
+    assert chunked_student_logprobs(hidden, W, ids, None, chunk_size=chunk).tempered_token_logprobs is None
+
+
+def test_rollout_temperature_needs_tempered_student_logprobs_and_valid_values():
+    logits, batch, _ = make()
+    batch.rollout_logprobs = _tempered(logits, batch.response_ids, torch.full((3,), 0.7, dtype=torch.float64))
+    batch.rollout_temperature = torch.full((3,), 0.7, dtype=torch.float64)
+    untempered = gather_student_logprobs(logits, batch.response_ids, batch.teacher_topk_ids)
+    with pytest.raises(ValueError, match="tempered_token_logprobs is missing"):
+        compute_loss_from_logprobs(ObjectiveConfig(), untempered, batch)
+    for bad, match in [(torch.zeros(3, dtype=torch.float64), "finite and > 0"), (torch.ones(2), r"\[3\]")]:
+        batch.rollout_temperature = bad
+        with pytest.raises(ValueError, match=match):
+            loss_of("distil", logits, batch)

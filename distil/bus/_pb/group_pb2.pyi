@@ -133,7 +133,7 @@ class StageSpan(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
 
 class Group(_message.Message):
-    __slots__ = ("schema_version", "job_id", "group_id", "policy_version", "created_at", "attempt", "prompt_text", "prompt_token_ids", "responses", "task_id", "metadata", "spans")
+    __slots__ = ("schema_version", "job_id", "group_id", "policy_version", "created_at", "attempt", "prompt_text", "prompt_token_ids", "responses", "task_id", "metadata", "spans", "sampling_temperature")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class Group(_message.Message):
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SPANS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     job_id: str
     group_id: str
@@ -165,4 +166,5 @@ class Group(_message.Message):
     task_id: str
     metadata: _containers.ScalarMap[str, str]
     spans: _containers.RepeatedCompositeFieldContainer[StageSpan]
-    def __init__(self, schema_version: _Optional[int] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., created_at: _Optional[float] = ..., attempt: _Optional[int] = ..., prompt_text: _Optional[str] = ..., prompt_token_ids: _Optional[_Union[Tensor, _Mapping]] = ..., responses: _Optional[_Iterable[_Union[Response, _Mapping]]] = ..., task_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., spans: _Optional[_Iterable[_Union[StageSpan, _Mapping]]] = ...) -> None: ...
+    sampling_temperature: float
+    def __init__(self, schema_version: _Optional[int] = ..., job_id: _Optional[str] = ..., group_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., created_at: _Optional[float] = ..., attempt: _Optional[int] = ..., prompt_text: _Optional[str] = ..., prompt_token_ids: _Optional[_Union[Tensor, _Mapping]] = ..., responses: _Optional[_Iterable[_Union[Response, _Mapping]]] = ..., task_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., spans: _Optional[_Iterable[_Union[StageSpan, _Mapping]]] = ..., sampling_temperature: _Optional[float] = ...) -> None: ...
