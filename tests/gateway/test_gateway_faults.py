@@ -107,16 +107,84 @@ def wait_step(stack, job_id: str, step: int, timeout_s: float) -> dict:
     return wait_for(f"job {job_id} to reach step {step}", reached, timeout_s)
 
 
+# ---------------------------------------------------------------------- the audit
+
+
+def finished_job(stack, job_id: str, steps: int, tag: str, timeout_s: float):
+    """Wait for the job to end; assert it completed all ``steps``; ``(job, cursor, history)``
+    with its events (the non-step ones printed under ``tag``)."""
+    from distil.jobs import Cursor, JobStore
+
+    job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=timeout_s)
+    store = JobStore(stack.data_dir / "jobs.sqlite3")
+    try:
+        cursor = Cursor.from_dict(store.get(job_id).cursor)
+        history = [(e["kind"], e["data"]) for e in store.events(job_id, limit=1000)]
+    finally:
+        store.close()
+    print(f"[{tag}] job {job['state']}", flush=True)
+    for kind, data in history:
+        if kind not in ("step", "checkpoint"):
+            print(f"[{tag}]   event {kind}: {json.dumps(data)[:300]}", flush=True)
+    assert job["state"] == "completed", job["reason"]
+    assert job["step"] == steps
+    return job, cursor, history
+
+
+def final_lineage(stack, job_id: str, steps: int, groups_per_step: int):
+    """Every step recorded once, the last checkpoint the last step's, and the final weights'
+    lineage holding ``steps x groups_per_step`` groups, each once: ``(points, trained)``."""
+    with stack.client() as c:
+        points = c.get(f"/v1/jobs/{job_id}/metrics?kind=train").json()["points"]
+        checkpoints = c.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]
+    assert [p["step"] for p in points] == list(range(1, steps + 1))
+    assert checkpoints[-1]["step"] == steps
+    progress = json.loads((Path(checkpoints[-1]["path"]) / "progress.json").read_text())
+    lineage = progress["trained_groups"]
+    assert len(lineage) == steps and all(len(step) == groups_per_step for step in lineage), lineage
+    trained = [g for step in lineage for g in step]
+    assert len(set(trained)) == len(trained), f"a group was trained twice: {lineage}"
+    return points, trained
+
+
+def issued_groups(cursor, n_train: int = 6) -> list[str]:
+    """The ids of the groups the driver issued (``n_train`` training tasks per epoch)."""
+    return [f"e{i // n_train}-i{i % n_train}" for i in range(cursor.issued)]
+
+
+def leftover_groups(stack, job_id: str, apps: dict[str, str]) -> list[str]:
+    """With no group dead-lettered, the ids still on the job's streams once its stage
+    applications are deleted (never trained), read in one consistent snapshot."""
+    from distil.bus import Bus, BusConfig
+    from distil.bus.envelope import peek_id
+
+    bus = Bus(BusConfig(url=stack.redis_url))
+    try:
+        dead = {s: [d.message_id for d in bus.dead_letters(job_id, s)] for s in STREAMS}
+        assert not any(dead.values()), f"dead-lettered groups: {dead}"
+        wait_for(
+            "the job's stage applications to be deleted",
+            lambda: not set(apps.values()) & set(_serve_apps()),
+            timeout_s=120,
+        )
+        with bus.redis.pipeline(transaction=True) as p:
+            for s in STREAMS:
+                p.xrange(bus.stream(job_id, s))
+            snapshot = p.execute()
+    finally:
+        bus.close()
+    left = [peek_id(fields) for rows in snapshot for _, fields in rows]
+    assert len(set(left)) == len(left), left
+    return left
+
+
 # ---------------------------------------------------------------------- the test
 
 
 def test_job_survives_killed_replicas_workers_and_feedback(fault_stack, vllm_tiny_dir, tmp_path):
     import ray
 
-    from distil.bus import Bus, BusConfig
-    from distil.bus.envelope import peek_id
     from distil.gateway.stages import app_names, feedback_actor_name
-    from distil.jobs import Cursor, JobStore
 
     stack = fault_stack
     t0 = time.monotonic()
@@ -162,20 +230,8 @@ def test_job_survives_killed_replicas_workers_and_feedback(fault_stack, vllm_tin
         "Ray to restart the feedback actor", lambda: _actor_pid(feedback) not in (None, old_feedback), 120
     )
 
-    job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=600)
+    _, cursor, _ = finished_job(stack, job_id, STEPS, "faults", timeout_s=600)
     runtime = time.monotonic() - t0
-    store = JobStore(stack.data_dir / "jobs.sqlite3")
-    try:
-        cursor = Cursor.from_dict(store.get(job_id).cursor)
-        history = [(e["kind"], e["data"]) for e in store.events(job_id, limit=1000)]
-    finally:
-        store.close()
-    print(f"[faults] job {job['state']} after {runtime:.0f}s", flush=True)
-    for kind, data in history:
-        if kind not in ("step", "checkpoint"):
-            print(f"[faults]   event {kind}: {json.dumps(data)[:300]}", flush=True)
-    assert job["state"] == "completed", job["reason"]
-    assert job["step"] == STEPS
 
     # Every killed stage's replacement did work the learner trained on: some trained group has
     # a span of that stage that started after the kill.
@@ -184,11 +240,10 @@ def test_job_survives_killed_replicas_workers_and_feedback(fault_stack, vllm_tin
         after = [st["step"] for st in steps for a, _ in st["spans"].get(stage, []) if a > killed[stage]]
         assert after, f"no trained group went through the {stage} stage after it was killed: {steps}"
 
+    # Every group trained exactly once: the final weights' lineage.
+    points, trained = final_lineage(stack, job_id, STEPS, GROUPS_PER_STEP)
+
     # The learner restarted its workers from the last checkpoint written before the kill.
-    with stack.client() as c:
-        points = c.get(f"/v1/jobs/{job_id}/metrics?kind=train").json()["points"]
-        checkpoints = c.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]
-    assert [p["step"] for p in points] == list(range(1, STEPS + 1))
     last = points[-1]
     assert last["worker_restarts"] >= 1, last
     restored = [(p["step"], p["restored_policy_version"]) for p in points if "restored_policy_version" in p]
@@ -200,38 +255,13 @@ def test_job_survives_killed_replicas_workers_and_feedback(fault_stack, vllm_tin
     ]
     print(f"[faults] workers restored version {restored[0][1]}; checkpoints before the kill {written_before}")
     assert restored[0][1] == max(written_before), (restored, written_before)
-    assert checkpoints[-1]["step"] == STEPS
 
-    # Every group trained exactly once: the final weights' lineage.
-    progress = json.loads((Path(checkpoints[-1]["path"]) / "progress.json").read_text())
-    lineage = progress["trained_groups"]
-    assert len(lineage) == STEPS and all(len(step) == GROUPS_PER_STEP for step in lineage), lineage
-    trained = [g for step in lineage for g in step]
-    assert len(set(trained)) == len(trained), f"a group was trained twice: {lineage}"
-
-    # ... and every group the driver issued is accounted for exactly once.
-    n_train = 6  # 8 tasks, eval_fraction 0.25
-    issued = [f"e{i // n_train}-i{i % n_train}" for i in range(cursor.issued)]
-    bus = Bus(BusConfig(url=stack.redis_url))
-    try:
-        dead = {s: [d.message_id for d in bus.dead_letters(job_id, s)] for s in STREAMS}
-        assert not any(dead.values()), f"dead-lettered groups: {dead}"
-        # After the stages are torn down, what is left on the streams was never trained.
-        wait_for(
-            "the job's stage applications to be deleted",
-            lambda: not set(apps.values()) & set(_serve_apps()),
-            timeout_s=120,
-        )
-        with bus.redis.pipeline(transaction=True) as p:  # one consistent snapshot
-            for s in STREAMS:
-                p.xrange(bus.stream(job_id, s))
-            snapshot = p.execute()
-        left = [peek_id(fields) for rows in snapshot for _, fields in rows]
-    finally:
-        bus.close()
+    # ... and every group the driver issued (8 tasks, eval_fraction 0.25: 6 per epoch) is
+    # accounted for exactly once; what is left on the streams was never trained.
+    issued = issued_groups(cursor)
+    left = leftover_groups(stack, job_id, apps)
     assert set(trained) <= set(issued), set(trained) - set(issued)
     assert not set(trained) & set(left), set(trained) & set(left)
-    assert len(set(left)) == len(left), left
     unaccounted = set(issued) - set(trained) - set(left)
     print(
         f"[faults] issued {len(issued)}, trained {len(trained)}, left on streams {len(left)}, "

@@ -14,16 +14,16 @@ the feedback actor, the learner on the tiny model, Redis streams):
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.gateway.test_gateway_faults import (  # noqa: F401  (fault_stack: the fixture)
-    STREAMS,
-    _serve_apps,
     fault_stack,
+    final_lineage,
+    finished_job,
+    issued_groups,
+    leftover_groups,
     replica,
     sigkill,
     wait_for,
@@ -40,7 +40,6 @@ def test_job_survives_a_killed_learner_replica(fault_stack, vllm_tiny_dir, tmp_p
     from distil.bus import Bus, BusConfig
     from distil.bus.envelope import peek_id
     from distil.gateway.stages import app_names
-    from distil.jobs import Cursor, JobStore
 
     stack = fault_stack
     t0 = time.monotonic()
@@ -71,63 +70,29 @@ def test_job_survives_a_killed_learner_replica(fault_stack, vllm_tiny_dir, tmp_p
         rows = [bus.redis.xrange(scored, min=p["message_id"], max=p["message_id"]) for p in held]
         unacked = [peek_id(fields) for row in rows for _, fields in row]
         assert unacked, "the dead learner held no unacknowledged groups: nothing to check retraining with"
-
-        job = stack.wait_state(job_id, ("completed", "failed", "cancelled"), timeout_s=900)
-        runtime = time.monotonic() - t0
-        store = JobStore(stack.data_dir / "jobs.sqlite3")
-        try:
-            cursor = Cursor.from_dict(store.get(job_id).cursor)
-            history = [(e["kind"], e["data"]) for e in store.events(job_id, limit=1000)]
-        finally:
-            store.close()
-        print(f"[learner-restart] job {job['state']} after {runtime:.0f}s", flush=True)
-        for kind, data in history:
-            if kind not in ("step", "checkpoint"):
-                print(f"[learner-restart]   event {kind}: {json.dumps(data)[:300]}", flush=True)
-        assert job["state"] == "completed", job["reason"]
-        assert job["step"] == STEPS
-
-        # Restarted once, from the last checkpoint written before the kill.
-        restarts = [data for kind, data in history if kind == "learner_restarted"]
-        before = [
-            int(d.name.removeprefix("step-"))
-            for d in (job_dir / "checkpoints").glob("step-*")
-            if (d / "DONE").is_file() and (d / "DONE").stat().st_mtime < killed
-        ]
-        assert restarts == [{"from_step": max(before)}], (restarts, before)
-
-        # Every step recorded once; the last checkpoint is the last step's.
-        with stack.client() as c:
-            points = c.get(f"/v1/jobs/{job_id}/metrics?kind=train").json()["points"]
-            checkpoints = c.get(f"/v1/jobs/{job_id}/checkpoints").json()["checkpoints"]
-        assert [p["step"] for p in points] == list(range(1, STEPS + 1))
-        assert checkpoints[-1]["step"] == STEPS
-
-        # The final weights' lineage: every step once, each group once, and what the dead
-        # learner held unacknowledged is in it (retrained, or covered by its checkpoint).
-        progress = json.loads((Path(checkpoints[-1]["path"]) / "progress.json").read_text())
-        lineage = progress["trained_groups"]
-        assert len(lineage) == STEPS and all(len(step) == GROUPS_PER_STEP for step in lineage), lineage
-        trained = [g for step in lineage for g in step]
-        assert len(set(trained)) == len(trained), f"a group was trained twice: {lineage}"
-        assert set(unacked) <= set(trained), f"held by the dead learner, never retrained: {unacked}"
-
-        # Every group issued is accounted for once, and the in-flight bound held.
-        dead = {s: [d.message_id for d in bus.dead_letters(job_id, s)] for s in STREAMS}
-        assert not any(dead.values()), f"dead-lettered groups: {dead}"
-        wait_for(
-            "the job's stage applications to be deleted",
-            lambda: not set(apps.values()) & set(_serve_apps()),
-            timeout_s=120,
-        )
-        with bus.redis.pipeline(transaction=True) as p:  # one consistent snapshot
-            for s in STREAMS:
-                p.xrange(bus.stream(job_id, s))
-            left = [peek_id(fields) for rows in p.execute() for _, fields in rows]
     finally:
         bus.close()
-    n_train = 6  # 8 tasks, eval_fraction 0.25
-    issued = [f"e{i // n_train}-i{i % n_train}" for i in range(cursor.issued)]
+
+    _, cursor, history = finished_job(stack, job_id, STEPS, "learner-restart", timeout_s=900)
+    print(f"[learner-restart] job completed after {time.monotonic() - t0:.0f}s", flush=True)
+
+    # Restarted once, from the last checkpoint written before the kill.
+    restarts = [data for kind, data in history if kind == "learner_restarted"]
+    before = [
+        int(d.name.removeprefix("step-"))
+        for d in (job_dir / "checkpoints").glob("step-*")
+        if (d / "DONE").is_file() and (d / "DONE").stat().st_mtime < killed
+    ]
+    assert restarts == [{"from_step": max(before)}], (restarts, before)
+
+    # The final weights' lineage (every step once, each group once) holds what the dead
+    # learner held unacknowledged (retrained, or covered by its checkpoint).
+    _, trained = final_lineage(stack, job_id, STEPS, GROUPS_PER_STEP)
+    assert set(unacked) <= set(trained), f"held by the dead learner, never retrained: {unacked}"
+
+    # Every group issued is accounted for once, and the in-flight bound held.
+    left = leftover_groups(stack, job_id, apps)
+    issued = issued_groups(cursor)
     # dropped as stale, per learner run (each run's counter is in its last step's metrics)
     runs: list[float] = [0.0]
     for kind, data in history:
