@@ -270,17 +270,25 @@ class Engine:
             )
         if isinstance(named_tensors, Mapping):  # the learner publishes {name: tensor}
             named_tensors = named_tensors.items()
+        return await self._versioned_update(
+            "weight update", version, probe, lambda: self._load(named_tensors, version)
+        )
+
+    async def _versioned_update(self, what: str, version: int, probe: Probe | None, load) -> UpdateResult:
+        """The update contract shared by full weights and adapters: one update at a time;
+        the version already loaded and verified is a no-op, an older one is refused; ``load()``
+        (returning ``(tensors, chunks)``) applies it; then ``probe`` is verified against it."""
         async with self._update_lock:
             if version == self.version and self.verified:
                 return UpdateResult(version=version, applied=False)
             if version < self.version:
                 raise WeightVersionError(
-                    f"weight update to version {version} arrived after version {self.version}; "
+                    f"{what} to version {version} arrived after version {self.version}; "
                     "updates must be applied in increasing version order (drop the stale one)"
                 )
             previous = self.version
             t0 = time.perf_counter()
-            tensors, chunks = await self._load(named_tensors, version)
+            tensors, chunks = await load()
             load_s = time.perf_counter() - t0
             self.version = version
             error = None
@@ -324,16 +332,7 @@ class Engine:
             raise ValueError(f"LoRA adapter version {version} refused: {exc}") from exc
         from vllm.lora.request import LoRARequest
 
-        async with self._update_lock:
-            if version == self.version and self.verified:
-                return UpdateResult(version=version, applied=False)
-            if version < self.version:
-                raise WeightVersionError(
-                    f"LoRA adapter update to version {version} arrived after version {self.version}; "
-                    "updates must be applied in increasing version order (drop the stale one)"
-                )
-            previous = self.version
-            t0 = time.perf_counter()
+        async def load() -> tuple[int, int]:
             lora_id = next(self._lora_ids)
             path = write_peft_dir(adapter, self._adapter_path(version, lora_id), self.dtype)
             request = LoRARequest(f"distil-v{version}-{lora_id}", lora_id, str(path))
@@ -366,21 +365,9 @@ class Engine:
             # from its directory: keep the newest two.
             while len(self._adapter_dirs) > 2:
                 shutil.rmtree(self._adapter_dirs.pop(0), ignore_errors=True)
-            load_s = time.perf_counter() - t0
-            error = None
-            if probe is not None:
-                error = await self._verify(probe, version, previous)
-            self.verified = True
-            self.expected = 0
-            return UpdateResult(
-                version=version,
-                applied=True,
-                tensors=len(adapter.tensors),
-                chunks=1,
-                load_s=load_s,
-                verify_s=time.perf_counter() - t0 - load_s,
-                probe_error=error,
-            )
+            return len(adapter.tensors), 1
+
+        return await self._versioned_update("LoRA adapter update", version, probe, load)
 
     def _adapter_path(self, version: int, lora_id: int) -> Path:
         if self._adapter_root is None:
