@@ -15,9 +15,9 @@ from services.learner.batching import TrainSample
 from services.learner.checkpoint import CheckpointManager, Progress
 from services.learner.config import TrainConfig
 from services.learner.device import configure_threads, train_device
-from services.learner.distributed import Topology, full_state_dict, shard_policy
+from services.learner.distributed import Topology, full_state_dict
 from services.learner.lora import apply_lora, lora_layers, peft_adapter
-from services.learner.policy import PolicyLogprobs
+from services.learner.policy import training_policy
 from services.learner.publish import WeightTransport, WeightUpdate, make_probe, probe_skeleton
 from services.learner.step import Learner
 
@@ -87,17 +87,10 @@ class LocalTrainer:
                     raise ValueError(
                         f"checkpoint adapters do not fit this LoRA config: {result.unexpected_keys[:3]}"
                     )
-        if train.activation_checkpointing:
-            # Non-reentrant: works with FSDP2 and with LoRA's frozen base (inputs need no grad).
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
-        model.train()  # HF loads in eval mode; checkpointing (and any dropout) apply in training mode
         self.vocab_size = model.config.vocab_size
         self.probe_ids = tokenizer.encode(probe_text, add_special_tokens=False)
         self._skeleton: torch.nn.Module | None = None  # built on first publish when sharded
-        policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
-        if self.topo.distributed:
-            shard_policy(policy)
+        policy = training_policy(model, train, self.topo)
         self.learner = Learner(policy, objective, train, pad_id=pad_id, topology=self.topo)
 
     def resume(self) -> Progress | None:

@@ -7,13 +7,20 @@ from __future__ import annotations
 import torch
 
 from distil.losses import StudentLogprobs, chunked_student_logprobs
+from services.learner.config import TrainConfig
+from services.learner.distributed import Topology, shard_policy
 
 
 class PolicyLogprobs(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, chunk_size: int = 1024):
+    def __init__(
+        self, model: torch.nn.Module, chunk_size: int = 1024, autocast_dtype: torch.dtype | None = None
+    ):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        # bf16 compute over fp32 master weights on a single GPU rank (FSDP2's mixed-precision
+        # policy does the same across ranks); None = compute in the weights' dtype.
+        self.autocast_dtype = autocast_dtype
 
     def forward(
         self,
@@ -24,17 +31,36 @@ class PolicyLogprobs(torch.nn.Module):
         topk_ids: torch.Tensor | None,
         temperature: torch.Tensor | None = None,
     ) -> StudentLogprobs:
-        hidden = self.model.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
-        index = predict_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        head = self.model.get_output_embeddings()
-        return chunked_student_logprobs(
-            hidden.gather(1, index),
-            head.weight,
-            token_ids,
-            topk_ids,
-            chunk_size=self.chunk_size,
-            lm_head_bias=getattr(head, "bias", None),
-            temperature=temperature,
-        )
+        dtype = self.autocast_dtype
+        with torch.autocast(input_ids.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            hidden = self.model.get_decoder()(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
+            index = predict_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+            head = self.model.get_output_embeddings()
+            return chunked_student_logprobs(
+                hidden.gather(1, index),
+                head.weight,
+                token_ids,
+                topk_ids,
+                chunk_size=self.chunk_size,
+                lm_head_bias=getattr(head, "bias", None),
+                temperature=temperature,
+            )
+
+
+def training_policy(model: torch.nn.Module, train: TrainConfig, topo: Topology) -> PolicyLogprobs:
+    """The policy a rank trains, from a model already on the rank's device: activation
+    checkpointing if configured, training mode, then FSDP2 across several ranks, or bf16
+    autocast over the fp32 weights on a single GPU rank (fp32 on CPU)."""
+    if train.activation_checkpointing:
+        # Non-reentrant: works with FSDP2 and with LoRA's frozen base (inputs need no grad).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    model.train()  # HF loads in eval mode; checkpointing (and any dropout) apply in training mode
+    policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
+    if topo.distributed:
+        shard_policy(policy)
+    elif next(model.parameters()).device.type == "cuda":
+        policy.autocast_dtype = torch.bfloat16
+    return policy

@@ -176,3 +176,28 @@ def test_samples_from_a_tempered_rollout_train_with_ratio_one(tiny_model_dir):
         ]
         > 0.1
     )
+
+
+def test_bf16_autocast_keeps_fp32_master_weights(tiny_model_dir):
+    """A single GPU rank computes in bf16 over fp32 weights (``training_policy`` sets it; CPU
+    autocast runs the same code here): log-probs within bf16 noise of fp32, gradients and
+    weights in fp32."""
+    model = load(tiny_model_dir)
+    ss = samples(n=3)
+    batch = collate(ss, pad_id=0)
+    args = (
+        batch.input_ids,
+        batch.attention_mask,
+        batch.predict_positions,
+        batch.loss_batch.response_ids,
+        None,
+    )
+    ref = PolicyLogprobs(model)(*args).token_logprobs
+    bf16 = PolicyLogprobs(model, autocast_dtype=torch.bfloat16)
+    got = bf16(*args).token_logprobs
+    mask = batch.loss_batch.response_mask
+    assert got.dtype == torch.float32
+    err = (got - ref).detach()[mask].abs()
+    assert 0 < float(err.max()) < 0.5 and float(err.mean()) < 0.1  # bf16 matmuls, not fp32 ones
+    got.sum().backward()
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
