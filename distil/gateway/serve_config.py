@@ -59,6 +59,11 @@ class RaySection(BaseModel):
         default=None, ge=1, le=65535, description="Ray's own Prometheus metrics (deploy/prometheus.yml: 8080)"
     )
     env: dict[str, str] = Field(default_factory=dict, description="environment of every Ray worker")
+    throughput_optimized: bool = Field(
+        default=True,
+        description="Serve's throughput-optimized mode as `distil up` runs it (distil.gateway.stack.serve_env); "
+        "`env` overrides single variables",
+    )
 
 
 class RedisSection(BaseModel):
@@ -243,6 +248,13 @@ def serve(cfg: ServeFile, *, host: str | None = None, port: int | None = None, r
           stop: threading.Event | None = None, log=print) -> None:  # fmt: skip
     """Start (or join) Ray, Redis and Serve as the file says, deploy its applications, block
     until ``stop`` is set or SIGINT/SIGTERM arrives, then stop what was started here."""
+    from distil.gateway.stack import serve_env
+
+    # Serve reads its mode when it is imported, here and in every worker: set it first.
+    mode = serve_env(cfg.distil.ray.throughput_optimized) | {
+        k: v for k, v in cfg.distil.ray.env.items() if k.startswith("RAY_SERVE_")
+    }
+    os.environ.update(mode)
     import ray
     from ray import serve as rserve
     from ray.serve.context import _get_global_client
@@ -273,9 +285,10 @@ def serve(cfg: ServeFile, *, host: str | None = None, port: int | None = None, r
         redis = EmbeddedRedis()
         redis_url = redis.start()
     log(f"redis   {redis_url}{' (embedded)' if redis else ''}")
+    log("serve   " + " ".join(f"{k}={v}" for k, v in mode.items()))
     env = {"DISTIL_DATA_DIR": str(data_dir()), "REDIS_URL": redis_url}
     env |= {k: os.environ[k] for k in PASS_ENV if os.environ.get(k)}
-    env |= rcfg.env
+    env |= mode | rcfg.env
     try:
         if address:
             ray.init(address=address, runtime_env={"env_vars": env})

@@ -76,6 +76,12 @@ def test_cpu_config_boots_and_runs_a_tiny_job(tmp_path, redis_server, vllm_tiny_
         wait_for("the gateway's /health", healthy, 300, proc, log)
         text = log.read_text()
         assert f"redis   {redis_server.url}" in text and "(embedded)" not in text  # the external Redis
+        # Serve runs in `distil up`'s mode (throughput-optimized, router on its own loop: the
+        # job below calls deployment handles from plain threads, which the mode's own router
+        # setting refuses).
+        assert "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=1" in text, text[
+            -2000:
+        ]
         assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
         spec = tiny_job(vllm_tiny_dir, write_tasks(tmp_path / "tasks.jsonl", 8), steps=2)
