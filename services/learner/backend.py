@@ -16,7 +16,7 @@ from services.learner.checkpoint import CheckpointManager, Progress
 from services.learner.config import TrainConfig
 from services.learner.device import configure_threads, train_device
 from services.learner.distributed import Topology, full_state_dict
-from services.learner.lora import apply_lora, lora_layers, peft_adapter
+from services.learner.lora import apply_lora, effective_weights, lora_layers, peft_adapter
 from services.learner.policy import training_policy
 from services.learner.publish import WeightTransport, WeightUpdate, make_probe, probe_skeleton
 from services.learner.step import Learner
@@ -75,10 +75,6 @@ class LocalTrainer:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         model.to(train_device(self.topo))  # fp32 master weights on the rank's GPU (or the CPU)
         if lora is not None:
-            if self.topo.distributed:
-                raise ValueError(
-                    "LoRA runs on one training rank for now; set world_size=1 or use full fine-tuning"
-                )
             _, model = apply_lora(model, lora)
             if self._latest is not None:
                 adapters = torch.load(self._latest / "adapter.pt", weights_only=True)
@@ -111,28 +107,35 @@ class LocalTrainer:
         if self.transport is None:
             return []
         model = self.learner.policy.model
-        adapter = peft_adapter(model) if lora_layers(model) else None
-        student = adapter.tensors if adapter is not None else full_state_dict(model)
+        lora = bool(lora_layers(model))
+        # Gathers (collectives under FSDP2, so every rank joins) of HF-named full tensors.
+        adapter = peft_adapter(model) if lora else None
+        if not lora:
+            student = full_state_dict(model)
+        elif self.topo.distributed:  # merged, only to probe: the sharded peft model cannot probe itself
+            student = effective_weights(model)
+        else:
+            student = None
         teacher = self.learner.ema.weights()
         if self.topo.rank != 0:
             return []
-        if self.topo.distributed:  # probe the gathered tensors on a plain skeleton of the model
+        if self.topo.distributed or lora:
+            # probe full tensors on a plain skeleton (sharded, or peft names that differ from HF's)
             if self._skeleton is None:
                 self._skeleton = probe_skeleton(model)
             buffers = dict(model.named_buffers())
-            student_probe = make_probe(self._skeleton, self.probe_ids, student | buffers)
             teacher_probe = make_probe(self._skeleton, self.probe_ids, teacher | buffers)
-        elif adapter is not None:  # the merged teacher tensors have plain HF names: a plain skeleton
-            if self._skeleton is None:
-                self._skeleton = probe_skeleton(model)
-            student_probe = make_probe(model, self.probe_ids)
-            teacher_probe = make_probe(self._skeleton, self.probe_ids, teacher | dict(model.named_buffers()))
+            if student is None:
+                student_probe = make_probe(model, self.probe_ids)
+            else:
+                student_probe = make_probe(self._skeleton, self.probe_ids, student | buffers)
         else:
             student_probe = make_probe(model, self.probe_ids)
             teacher_probe = make_probe(model, self.probe_ids, teacher)
         if adapter is not None:
             results = self.transport.send(WeightUpdate.adapter("student", version, adapter, student_probe))
         else:
+            assert student is not None
             results = self.transport.send(WeightUpdate("student", version, student, student_probe))
         results += self.transport.send(WeightUpdate("teacher", version, teacher, teacher_probe))
         return results

@@ -75,17 +75,17 @@ class CheckpointManager:
         optim_sd = get_optimizer_state_dict(learner.policy, learner.optimizer, options=_FULL)
         ema_sd = learner.ema.checkpoint_state()
         lora = bool(lora_layers(model))
+        # with LoRA, the merged model for users and engines (plus the adapters to resume from)
+        merged = effective_weights(model) if lora else None
         if learner.topo.rank != 0:
             return None
         final = self.root / f"step-{learner.state.step:08d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "model").mkdir(parents=True)
-        if lora:  # the merged model for users and engines, plus the adapters to resume from
-            hf_sd = effective_weights(model)
+        if merged is not None:
             torch.save({k: v for k, v in model_sd.items() if ".lora_" in k}, tmp / "adapter.pt")
-        else:
-            hf_sd = model_sd
+        hf_sd = merged if merged is not None else model_sd
         model.save_pretrained(tmp / "model", state_dict=hf_sd, safe_serialization=True)
         if self.tokenizer_dir is not None:
             for f in self.tokenizer_dir.iterdir():

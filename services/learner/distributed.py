@@ -8,7 +8,7 @@ the normaliser of the token-mean is global without any extra communication.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,10 +70,27 @@ def rank_share(items: Sequence, topo: Topology) -> list:
     return list(items[topo.rank :: topo.world_size])
 
 
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` unsharded: gathered if it is a DTensor (a collective: every rank must call it)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def full_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every tensor unsharded, in ``tensors``' order (the same on every rank: collectives)."""
+    return {name: full_tensor(t) for name, t in tensors.items()}
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Unsharded parameters (a collective under FSDP2: every rank must call it)."""
-    out = {}
-    for name, p in model.named_parameters():
-        t = p.detach()
-        out[name] = t.full_tensor() if hasattr(t, "full_tensor") else t
-    return out
+    return full_tensors({name: p.detach() for name, p in model.named_parameters()})
+
+
+def load_into(dst: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy the unsharded ``full`` into ``dst``, keeping only this rank's shard if ``dst`` is a
+    DTensor (then a collective: every rank must call it)."""
+    if hasattr(dst, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(dst.dtype), dst.device_mesh, dst.placements)
+    with torch.no_grad():
+        dst.copy_(full)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from services.learner.distributed import full_tensors, load_into
+
 
 class EmaTeacher:
     """EMA of every parameter (full fine-tuning)."""
@@ -24,7 +26,7 @@ class EmaTeacher:
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Unsharded fp32 tensors (a collective under FSDP2: call on every rank)."""
-        return {n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in self.params.items()}
+        return full_tensors(self.params)
 
     @torch.no_grad()
     def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -33,13 +35,7 @@ class EmaTeacher:
         if missing:
             raise ValueError(f"EMA state is missing {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
         for name, p in self.params.items():
-            full = state[name].to(torch.float32)
-            if hasattr(p, "device_mesh"):  # DTensor: keep only this rank's shard
-                from torch.distributed.tensor import distribute_tensor
-
-                p.copy_(distribute_tensor(full, p.device_mesh, p.placements))
-            else:
-                p.copy_(full)
+            load_into(p, state[name])  # DTensor: keeps only this rank's shard
 
     # What the teacher engine loads, and what a checkpoint stores: the same full tensors.
     def weights(self) -> dict[str, torch.Tensor]:
@@ -57,6 +53,8 @@ class LoraEmaTeacher:
 
     The frozen base weights are shared with the student; the teacher's weights are
     base + EMA(delta). Starts equal to the initial student (delta of the initial adapters).
+    Under FSDP2 each delta is a DTensor sharded like its base weight (``delta_weights``), so
+    ``weights`` and ``checkpoint_state`` are collectives: every rank must call them.
     """
 
     def __init__(self, model: torch.nn.Module, rate: float):
@@ -84,13 +82,14 @@ class LoraEmaTeacher:
     full_state_dict = weights
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.cpu().clone() for k, v in self.deltas.items()}
+        return {k: v.cpu().clone() for k, v in full_tensors(self.deltas).items()}
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
         missing = set(self.deltas) - set(state)
         if missing:
             raise ValueError(f"LoRA EMA state is missing {len(missing)} modules, e.g. {sorted(missing)[:3]}")
-        self.deltas = {k: v.float().clone() for k, v in state.items()}
+        for name, d in self.deltas.items():
+            load_into(d, state[name])  # DTensor: keeps only this rank's shard
 
 
 def make_ema(model: torch.nn.Module, rate: float):
