@@ -69,21 +69,24 @@ class BusStagePath:
 
 
 def raw_llm(engine: dict, **extra):
-    """``vllm.LLM`` with the same engine arguments as a bench's :class:`EngineConfig`."""
-    from vllm import LLM
+    """``vllm.LLM`` built from exactly the engine arguments the services' engines get
+    (``distil.engine.engine._engine_args`` of the bench's :class:`EngineConfig`, e.g. chunked
+    prefill off on CPU), with ``extra`` on top."""
+    import dataclasses
 
-    return LLM(
-        model=engine["model"],
-        dtype=engine["dtype"],
-        max_model_len=engine["max_model_len"],
-        max_num_seqs=engine["max_num_seqs"],
-        max_logprobs=engine["max_logprobs"],
-        kv_cache_memory_bytes=int(engine["kv_cache_gib"] * 2**30),
-        enforce_eager=engine["enforce_eager"],
-        seed=0,
-        disable_log_stats=True,
-        **extra,
-    )
+    from vllm import LLM, EngineArgs
+
+    from distil.engine.config import EngineConfig
+    from distil.engine.engine import _engine_args
+
+    args = _engine_args(EngineConfig(**engine))
+    default = EngineArgs(model=args.model)
+    kwargs = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(EngineArgs)
+        if f.init and getattr(args, f.name) != getattr(default, f.name)
+    }
+    return LLM(**(kwargs | {"model": args.model} | extra))
 
 
 Run = Callable[[], tuple[float, int]]
