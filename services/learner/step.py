@@ -139,6 +139,7 @@ class Learner:
                     f"(last loss {loss_total}, grad norm {grad_norm}); lower the learning rate or check the data"
                 )
             return metrics
+        lr = self.optimizer.param_groups[0]["lr"]  # this step's (the scheduler moves on to the next)
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.policy.model)
@@ -147,7 +148,7 @@ class Learner:
         self.state.nonfinite_in_a_row = 0
         metrics |= {
             "step": float(self.state.step),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "skipped_nonfinite": float(self.state.skipped_nonfinite),
             "time_forward_backward": t1 - t0,
             "time_optimizer": t2 - t1,

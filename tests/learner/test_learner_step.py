@@ -201,3 +201,82 @@ def test_bf16_autocast_keeps_fp32_master_weights(tiny_model_dir):
     assert 0 < float(err.max()) < 0.5 and float(err.mean()) < 0.1  # bf16 matmuls, not fp32 ones
     got.sum().backward()
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def record_optimizer_steps(learner: Learner) -> list[dict]:
+    """Record what each ``optimizer.step`` of the learner is given: the learning
+    rate and the trainable parameters' gradients (after clipping, as the update uses them)."""
+    seen: list[dict] = []
+
+    def before_step(optimizer, args, kwargs):
+        grads = [p.grad.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+        seen.append({"lr": optimizer.param_groups[0]["lr"], "grads": grads})
+
+    learner.optimizer.register_step_pre_hook(before_step)
+    return seen
+
+
+def test_lr_warms_up_linearly_then_stays_constant(tiny_model_dir):
+    lr = 1e-3
+    learner = Learner(
+        PolicyLogprobs(load(tiny_model_dir)), ObjectiveConfig(), TrainConfig(lr=lr, warmup_steps=3), pad_id=0
+    )
+    seen = record_optimizer_steps(learner)
+    reported = [learner.step(samples(n=3))["lr"] for _ in range(5)]
+    want = [lr / 3, 2 * lr / 3, lr, lr, lr]
+    assert [s["lr"] for s in seen] == pytest.approx(want, rel=1e-9)  # as applied by AdamW
+    assert reported == pytest.approx(want, rel=1e-9)  # each step reports the lr it used
+
+
+def test_gradients_are_clipped_to_grad_clip_and_the_pre_clip_norm_is_reported(tiny_model_dir):
+    def one_step(grad_clip):
+        learner = Learner(
+            PolicyLogprobs(load(tiny_model_dir)),
+            ObjectiveConfig(),
+            TrainConfig(grad_clip=grad_clip),
+            pad_id=0,
+        )
+        seen = record_optimizer_steps(learner)
+        metrics = learner.step(samples())
+        return metrics["grad_norm"], seen[0]["grads"]
+
+    norm, clipped = one_step(TrainConfig().grad_clip)  # the default, 1.0
+    free_norm, free = one_step(1e9)  # same model and batch, never clipped
+    assert norm == pytest.approx(free_norm, rel=1e-5)  # the reported norm is the pre-clip one
+    assert norm > 2.0  # this batch's gradient is large enough for clipping to matter
+    total = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in clipped])))
+    assert total == pytest.approx(1.0, rel=1e-4)  # the optimizer saw a gradient of norm grad_clip
+    for c, f in zip(clipped, free, strict=True):  # same direction, scaled by grad_clip / norm
+        torch.testing.assert_close(c, f / free_norm, rtol=1e-4, atol=1e-9)
+
+
+def test_a_distil_step_reports_every_per_step_learner_metric(tiny_model_dir):
+    """algorithm.md's per-step learner metrics, by our names (the stage adds reward, success,
+    teacher-signal fraction, dropped-stale, wait/push timings: test_learner_stage.py)."""
+    ss = samples()
+    for s in ss:
+        s.rollout_logprobs = np.full(len(s.response_ids), -11.0, dtype=np.float32)
+    learner = Learner(PolicyLogprobs(load(tiny_model_dir)), ObjectiveConfig(), TrainConfig(), pad_id=0)
+    m = learner.step(ss)
+    want = {
+        "loss": "loss",
+        "CE mean": "ce_mean",
+        "future-credit mean/max": ("credit_mean", "credit_max"),
+        "IS ratio mean/max/clip fraction": ("is_ratio_mean", "is_ratio_max", "is_clip_frac"),
+        "teacher-student KL on the top-K support": "kl_teacher_student",
+        "student entropy": "entropy_mean",
+        "rollout vs learner mismatch": ("rollout_kl", "rollout_max_abs_diff"),
+        "grad norm": "grad_norm",
+        "lr": "lr",
+        "response length mean/max": ("response_length_mean", "response_length_max"),
+        "tokens, tokens/s": ("tokens", "tokens_per_s"),
+        "forward/backward and optimizer time": ("time_forward_backward", "time_optimizer"),
+    }
+    keys = [k for v in want.values() for k in ((v,) if isinstance(v, str) else v)]
+    missing = [k for k in keys if k not in m]
+    assert not missing, f"missing per-step metrics {missing}; reported {sorted(m)}"
+    assert all(np.isfinite(m[k]) for k in keys), {k: m[k] for k in keys}
+    assert m["tokens"] == sum(len(s.response_ids) for s in ss)
+    assert m["credit_max"] >= m["credit_mean"] and m["is_ratio_max"] >= m["is_ratio_mean"] > 0
+    assert m["rollout_max_abs_diff"] > 0 and m["entropy_mean"] > 0 and m["grad_norm"] > 0
+    assert m["time_forward_backward"] > 0 and m["time_optimizer"] > 0 and m["tokens_per_s"] > 0
