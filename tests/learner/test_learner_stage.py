@@ -170,3 +170,45 @@ def test_stage_writes_each_steps_spans_to_the_timeline(bus, job_id, tiny_model_d
     (train,) = record["spans"]["learner"]
     assert train[1] - train[0] == pytest.approx(metrics["time_train"], abs=1e-3)
     assert "wait_data" in record["spans"]
+
+
+def test_weights_go_out_every_publish_every_steps_only(bus, job_id, tiny_model_dir, tmp_path):
+    """With ``publish_every=2`` the engines get weights after steps 2 and 4 only (student and
+    EMA teacher, that step's version); every step reports the stage's per-step metrics, the
+    weight-push time on publishing steps only."""
+    from distil.bus import weights
+    from services.learner.publish import WeightTransport, WeightUpdate
+
+    class Recording(WeightTransport):
+        def __init__(self):
+            self.sent: list[WeightUpdate] = []
+
+        def send(self, update: WeightUpdate) -> list:
+            self.sent.append(update)
+            return []
+
+    transport = Recording()
+    backend = LocalTrainer(
+        tiny_model_dir, ObjectiveConfig(), TrainConfig(lr=1e-3), tmp_path, transport=transport
+    )
+    stage = LearnerStage(
+        bus, job_id, backend, StageConfig(groups_per_step=1, publish_every=2), consumer_name="l1"
+    )
+    producer = bus.producer(job_id, "scored")
+    sent_after, pushed = [], []
+    for step in range(1, 5):
+        producer.publish(scored_group(job_id, stage.version, seed=40 + step))  # fresh for this version
+        m = stage.step()
+        sent_after.append([(u.target, u.version) for u in transport.sent])
+        pushed.append("time_weight_push" in m)
+        assert weights.published_version(bus, job_id) == step // 2 * 2
+        stage_metrics = ("reward_mean", "success_rate", "teacher_signal_frac", "dropped_stale")
+        for k in (*stage_metrics, "time_wait_data", "time_train", "grad_norm", "loss"):
+            assert k in m and np.isfinite(m[k]), (step, k, sorted(m))
+    two = [("student", 2), ("teacher", 2)]
+    assert sent_after == [[], two, two, two + [("student", 4), ("teacher", 4)]]
+    assert pushed == [False, True, False, True]
+    updates = [
+        (e.step, e.policy_version) for e in events(bus, job_id) if type(e).__name__ == "WeightsUpdated"
+    ]
+    assert updates == [(2, 2), (4, 4)]
