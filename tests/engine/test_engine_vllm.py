@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 import torch
@@ -226,3 +228,50 @@ def test_many_seeded_requests_at_once_do_not_crash_the_cpu_engine(engine):
     assert len(outs) == 24 and all(len(o) == 4 and all(len(s.token_ids) == 4 for s in o) for o in outs)
     again = engine.generate_many(prompts[:2], sampling)  # seeded: reproducible
     assert [list(s.token_ids) for s in again[0]] == [list(s.token_ids) for s in outs[0]]
+
+
+def cached_prompt_tokens(engine, ids: list[int]) -> int:
+    """How many of ``ids`` a one-token request read from vLLM's prefix cache."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    eng = engine.engine
+    params = SamplingParams(max_tokens=1, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)
+    stream = eng.llm.generate({"prompt_token_ids": ids}, params, f"cache-probe-{uuid.uuid4().hex}")
+    out = engine.submit(eng._final(stream, "prefix-cache probe")).result(timeout=eng.config.timeout_s)
+    return int(out.num_cached_tokens or 0)
+
+
+def test_weight_update_clears_the_prefix_cache(engine, base_hf, alt_hf):
+    """Prompt KV cached under the old weights must not be reused under the new ones: after an
+    update, samples on the same prompt carry the new weights' log-probs. (Reusing the old
+    weights' cached block would shift them by ~0.04 on average, 4x TOL_MEAN: measured by
+    feeding transformers' alt model the base model's KV for the first 128 tokens.)"""
+    assert engine.config.enable_prefix_caching
+    block = engine.engine.llm.vllm_config.cache_config.block_size
+    max_tokens = 8
+    # As many full (cacheable) blocks as fit, plus one token: nearly the whole prompt is cached.
+    length = (engine.config.max_model_len - max_tokens - 1) // block * block + 1
+    assert length > block, f"block size {block} leaves no full block to cache in {length} tokens"
+    prompt = [(7 * i) % 200 + 5 for i in range(length)]
+    sampling = SamplingConfig(n=4, max_tokens=max_tokens, seed=13, ignore_eos=True)
+    engine.generate(prompt, sampling)  # caches the prompt's blocks under the base weights
+    assert cached_prompt_tokens(engine, prompt) >= block, "prefix caching did not reuse the prompt"
+    v = engine.version + 1
+    try:
+        engine.update_weights(alt_hf.state_dict().items(), v)
+        samples = engine.generate(prompt, sampling)
+    finally:
+        restore(engine, base_hf, v + 1)
+    err_new, err_old = [], []
+    for s in samples:
+        ids = prompt + s.token_ids.tolist()
+        tok = torch.tensor(s.token_ids.tolist())[:, None]
+        for model, errs in ((alt_hf, err_new), (base_hf, err_old)):
+            ref = hf_logprobs(model, ids)[length - 1 :].gather(1, tok)[:, 0].numpy()
+            errs.append(np.abs(ref - s.logprobs))
+    err_new, err_old = np.concatenate(err_new), np.concatenate(err_old)
+    assert err_new.mean() < TOL_MEAN and err_new.max() < TOL_MAX
+    assert err_old.mean() > 5 * TOL_MEAN  # the two weight sets are told apart at these tokens
+    restored = engine.score_tokens(prompt)  # the module's other tests run on the base weights
+    assert np.abs(restored - np.asarray(token_logprobs(base_hf, prompt))).mean() < TOL_MEAN
