@@ -1,6 +1,7 @@
 """Checkpoints every N steps, keep the last M: the model in Hugging Face format (safetensors
 that transformers and vLLM load) plus everything a resume needs: optimizer, scheduler, EMA
-teacher, RNG states, step, policy version, data cursor and bus positions."""
+teacher, RNG states, step, policy version and the weights' lineage. In jobs the prompt cursor
+is the gateway's (its job store), not the checkpoint's: see docs/learner.md."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class Progress:
     """Where the job is, besides the weights: saved and restored with every checkpoint."""
 
     policy_version: int = 0
-    data_cursor: dict[str, Any] = field(default_factory=dict)
-    bus_positions: dict[str, str] = field(default_factory=dict)
+    data_cursor: dict[str, Any] = field(default_factory=dict)  # for direct callers; jobs leave it empty
+    bus_positions: dict[str, str] = field(default_factory=dict)  # written for inspection, not read back
     # The model's lineage: the group ids each step trained, in order, for every step these
     # weights went through (a step retrained after a restore replaces the lost one).
     trained_groups: list[list[str]] = field(default_factory=list)
