@@ -2,7 +2,7 @@
 tasks, plus the regime where the base model never solves a problem (paper, Section 6.3).
 
     python bench/compare.py [--seeds 0 1 2] [--steps 12] [--objectives distil sdpo grpo ce]
-                            [--regimes code zero] [--port 8100]
+                            [--regimes code zero secret] [--port 8100]
 
 One embedded stack (Redis, Ray, Serve, the gateway) runs every job in turn, through the
 REST API, with the same model (SmolLM2-135M-Instruct), budget (steps x prompts x samples)
@@ -10,6 +10,11 @@ and evaluation for every objective:
 
 - ``code``: train on the demo's training split with execution + successful-sibling
   feedback; evaluate on the held-out split (never seen in training).
+- ``secret``: the never-solved regime made exact (``distil.demo.tasks.SECRET``): prompts
+  that name a rule without saying what it does, so the base model's pass rate is 0 by
+  construction; train and evaluate on those problems themselves (the paper's question: does
+  the method make progress on problems it never solves?) with the reference solution as
+  feedback. GRPO's reward is 0 on every sample there.
 - ``zero``: first an evaluation of the base model on every task; then train and evaluate
   only on the tasks it solved 0 times in k samples, with the reference solution as
   feedback (the paper's hard-problem setting). GRPO sees reward 0 everywhere there.
@@ -32,12 +37,13 @@ from typing import Any
 from rich.console import Console
 
 from distil.demo.run import Stack, cancel_leftovers, demo_spec, follow, write_splits
-from distil.demo.tasks import make_split
+from distil.demo.tasks import make_split, secret_tasks
 from distil.paths import data_dir
 
 METRICS = ("score/pass@1", "score/pass@4", "accuracy/avg", "score/maj@4")
 LABELS = {"distil": "DistIL", "sdpo": "SDPO", "grpo": "GRPO", "ce": "local CE", "opsd": "OPSD", "sft": "SFT"}
 ZERO_FEEDBACK = {"sources": [{"kind": "environment"}, {"kind": "reference"}]}
+REGIMES = ("code", "zero", "secret")
 
 
 def eval_events(client, job_id: str) -> list[dict]:
@@ -107,7 +113,7 @@ def summarize(jobs: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]
 
 def markdown(summary: dict, objectives: list[str]) -> str:
     lines = []
-    for regime in ("code", "zero"):
+    for regime in REGIMES:
         rows = [o for o in objectives if f"{regime}/{o}" in summary]
         if not rows:
             continue
@@ -133,7 +139,7 @@ def plot(jobs: list[dict], objectives: list[str], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    regimes = [r for r in ("code", "zero") if any(j["regime"] == r for j in jobs)]
+    regimes = [r for r in REGIMES if any(j["regime"] == r for j in jobs)]
     fig, axes = plt.subplots(1, 1 + len(regimes), figsize=(5 * (1 + len(regimes)), 4))
     ax = axes[0]
     for o in objectives:
@@ -181,7 +187,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--objectives", nargs="+", default=["distil", "sdpo", "grpo", "ce"])
-    ap.add_argument("--regimes", nargs="+", default=["code", "zero"], choices=["code", "zero"])
+    ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     ap.add_argument("--port", type=int, default=8100)
     ap.add_argument("--import-job", nargs=4, metavar=("JOB", "REGIME", "OBJECTIVE", "SEED"),
                     help="record a finished job from the job store instead of running it")  # fmt: skip
@@ -215,6 +221,9 @@ def main() -> None:
             if z_train and z_held:
                 splits["zero"] = (write_tasks(out / "tasks" / "zero-train.jsonl", z_train),
                                   write_tasks(out / "tasks" / "zero-heldout.jsonl", z_held))  # fmt: skip
+        if "secret" in args.regimes:
+            secret = write_tasks(out / "tasks" / "secret.jsonl", secret_tasks())
+            splits["secret"] = (secret, secret)  # trained and evaluated on the same problems
         for seed in args.seeds:
             for regime in [r for r in args.regimes if r in splits]:
                 for objective in args.objectives:
@@ -223,7 +232,7 @@ def main() -> None:
                     train, held = splits[regime]
                     spec = demo_spec(train, held, steps=args.steps, seed=seed, objective=objective,
                                      name=f"compare-{regime}-{objective}-s{seed}")  # fmt: skip
-                    if regime == "zero":
+                    if regime in ("zero", "secret"):
                         spec["feedback"] = ZERO_FEEDBACK
                     # The base model's evaluation is the same for every objective at one seed
                     # (same weights, same seeded sampling): run it once per (regime, seed).

@@ -96,6 +96,20 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
+# The never-solved regime of the comparison (paper, Section 6.3) made exact: the prompt names
+# a rule without saying what it does, so no sample of the base model passes (its pass rate
+# is 0 by construction, not by a finite sample), a 0/1 reward never fires, and only a teacher
+# that sees the reference solution knows the rule. Not part of the demo's split.
+SECRET = Family(
+    "secret_rule",
+    lambda k: f"f(x) applies secret rule number {k} to the integer x and returns the result.",
+    lambda k: lambda x: x * (k + 3) - 2 * k,
+    lambda k: f"def f(x):\n    return x * {k + 3} - {2 * k}\n",
+    _ints,
+    tuple(range(1, 5)),
+)
+
+
 def _task(family: Family, param: int, seed: int) -> Task:
     rng = random.Random(f"{family.name}-{param}-{seed}")
     fn = family.solve(param)
@@ -119,6 +133,11 @@ def _task(family: Family, param: int, seed: int) -> Task:
 def make_tasks(seed: int = 0) -> list[Task]:
     """Every (family, parameter) instance, in a fixed order."""
     return [_task(f, p, seed) for f in FAMILIES for p in f.params]
+
+
+def secret_tasks(seed: int = 0) -> list[Task]:
+    """The ``SECRET`` family's instances (the comparison's never-solved regime)."""
+    return [_task(SECRET, p, seed) for p in SECRET.params]
 
 
 def make_split(eval_fraction: float = 0.3, seed: int = 0) -> tuple[list[Task], list[Task]]:

@@ -4,6 +4,7 @@ reference solution passes its own tests in the real sandbox while a wrong one do
 from __future__ import annotations
 
 from distil.demo import FAMILIES, make_split, make_tasks
+from distil.demo.tasks import SECRET, secret_tasks
 from services.feedback.grading import Grader
 
 
@@ -15,12 +16,15 @@ def test_split_is_disjoint_and_covers_every_family():
     assert {t.metadata["family"] for t in held} == {f.name for f in FAMILIES}
     assert make_split(seed=0) == make_split(seed=0)  # deterministic
     assert [t.id for t in make_split(seed=1)[1]] != [t.id for t in held]
+    # The never-solved regime's rule family is not in the demo: its prompts do not say the rule.
+    assert SECRET not in FAMILIES and {t.metadata["family"] for t in secret_tasks()} == {SECRET.name}
+    assert all("secret rule number" in t.prompt and "*" not in t.prompt for t in secret_tasks())
 
 
 def test_reference_solutions_pass_and_wrong_ones_fail():
     grader = Grader()
     try:
-        for task in make_tasks():
+        for task in make_tasks() + secret_tasks():
             assert len(task.public_tests) == 3 and len(task.private_tests) == 5
             good = f"```python\n{task.reference_solution}```"
             bad = "```python\ndef f(*args):\n    return None\n```"
