@@ -17,7 +17,7 @@ from services.learner.checkpoint import Progress
 from services.learner.config import TrainConfig
 from services.learner.distributed import Topology, full_state_dict, init_distributed
 from services.learner.lora import LoraSettings
-from services.learner.publish import WeightTransport, WeightUpdate
+from tests.learner.recording import RecordingTransport
 from tests.learner.test_learner_step import samples
 
 # lr and adam_eps as in fsdp_worker.py: Adam's first steps turn a gradient g into about
@@ -35,22 +35,13 @@ TRAIN = TrainConfig(
 N = 7
 
 
-class Recording(WeightTransport):
-    def __init__(self):
-        self.sent: list[WeightUpdate] = []
-
-    def send(self, update: WeightUpdate) -> list:
-        self.sent.append(update)
-        return []
-
-
 def step(trainer: LocalTrainer, seed: int) -> float:
     return trainer.step(samples(n=N, seed=seed), [0.0] * N)["loss"]
 
 
 def run(mode: str, rank: int, world: int, port: int, model_dir: str, root: str, out: str) -> None:
     topo = init_distributed(rank, world, master_port=port) if world > 1 else Topology()
-    transport = Recording()
+    transport = RecordingTransport()
     trainer = LocalTrainer(
         Path(model_dir), ObjectiveConfig(), TRAIN, Path(root), topology=topo, transport=transport
     )

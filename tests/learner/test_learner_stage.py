@@ -177,17 +177,9 @@ def test_weights_go_out_every_publish_every_steps_only(bus, job_id, tiny_model_d
     EMA teacher, that step's version); every step reports the stage's per-step metrics, the
     weight-push time on publishing steps only."""
     from distil.bus import weights
-    from services.learner.publish import WeightTransport, WeightUpdate
+    from tests.learner.recording import RecordingTransport
 
-    class Recording(WeightTransport):
-        def __init__(self):
-            self.sent: list[WeightUpdate] = []
-
-        def send(self, update: WeightUpdate) -> list:
-            self.sent.append(update)
-            return []
-
-    transport = Recording()
+    transport = RecordingTransport()
     backend = LocalTrainer(
         tiny_model_dir, ObjectiveConfig(), TrainConfig(lr=1e-3), tmp_path, transport=transport
     )
