@@ -88,6 +88,10 @@ def test_output_comparison():
     assert values_match([1, 2.0000000001], [1, 2])
     assert not values_match(True, 1)
     assert not values_match({"a": 1}, {"a": 2})
+    # A program returning a huge int (a student's runaway x ** n) is graded wrong, not a crash
+    # that dead-letters the whole group.
+    assert not values_match(10**400, 7) and not values_match(10**400, 7.5) and not values_match(2.0, 10**400)
+    assert values_match(10**400, 10**400) and not values_match(10**400 + 1, 10**400)
 
 
 # -- code: stdin/stdout -------------------------------------------------------------------

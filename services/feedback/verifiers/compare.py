@@ -57,7 +57,12 @@ def values_match(
     if isinstance(got, int | float) and isinstance(want, int | float):
         if got == want:
             return True
-        return math.isclose(float(got), float(want), rel_tol=rel_tol, abs_tol=abs_tol)
+        if isinstance(got, int) and isinstance(want, int):
+            return False  # exact; and an int beyond float's range (a runaway x ** n) must not raise
+        try:
+            return math.isclose(float(got), float(want), rel_tol=rel_tol, abs_tol=abs_tol)
+        except OverflowError:  # an int too large for a float against a float: not close
+            return False
     if isinstance(got, list) and isinstance(want, list):
         return len(got) == len(want) and all(
             values_match(g, w, rel_tol=rel_tol, abs_tol=abs_tol) for g, w in zip(got, want, strict=True)
