@@ -157,7 +157,10 @@ def plot(jobs: list[dict], objectives: list[str], out: Path) -> Path:
                yerr=[summary[f"{regime}/{o}"]["score/pass@1"][1] for o in rows], capsize=4)  # fmt: skip
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(list(xs), [LABELS.get(o, o) for o in rows])
-        ax.set(title=f"{regime}: held-out pass@1 change (mean +- std)")
+        where = (
+            "trained-problem" if regime == "secret" else "held-out"
+        )  # secret: evaluated on its training problems
+        ax.set(title=f"{regime}: {where} pass@1 change (mean +- std)")
     fig.tight_layout()
     path = out / "compare.png"
     fig.savefig(path, dpi=120)
