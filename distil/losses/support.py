@@ -49,6 +49,7 @@ def _gather(
     token_ids: torch.Tensor,
     topk_ids: torch.Tensor | None,
     temperature: torch.Tensor | None,
+    entropy: bool = True,
 ):
     logits = logits.to(compute_dtype(logits.dtype))
     logp = torch.log_softmax(logits, dim=-1)
@@ -60,9 +61,11 @@ def _gather(
     if temperature is not None:
         tau = temperature.to(logits.dtype).view(-1, *([1] * (logits.dim() - 1)))
         tempered = torch.log_softmax(logits / tau, dim=-1).gather(-1, ids).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
-    return token, topk, entropy, tempered
+    ent = None
+    if entropy:  # a metric: no gradient, and a full-vocabulary pass, so only when asked
+        with torch.no_grad():
+            ent = -(logp.exp() * logp).sum(-1)
+    return token, topk, ent, tempered
 
 
 def _check_temperature(temperature: torch.Tensor | None, batch_size: int) -> None:
@@ -111,9 +114,13 @@ def chunked_student_logprobs(
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     _check_temperature(temperature, hidden.shape[0])
 
+    # The backward pass recomputes each chunk for its gradients only: the entropy metric
+    # (no gradient, saved nothing) is computed on the forward pass and skipped then.
+    recomputing = [False]
+
     def one_chunk(h: torch.Tensor, tok: torch.Tensor, top: torch.Tensor | None):
         logits = torch.nn.functional.linear(h, lm_head_weight, lm_head_bias)
-        return _gather(logits, tok, top, temperature)
+        return _gather(logits, tok, top, temperature, entropy=not recomputing[0])
 
     tokens, tops, ents, temps = [], [], [], []
     for start in range(0, hidden.shape[1], chunk_size):
@@ -129,6 +136,7 @@ def chunked_student_logprobs(
         tops.append(tk)
         ents.append(ent)
         temps.append(tmp)
+    recomputing[0] = True
     topk = torch.cat(tops, dim=1) if topk_ids is not None else None
     tempered = torch.cat(temps, dim=1) if temperature is not None else None
     return StudentLogprobs(
