@@ -2,7 +2,8 @@
 
 1. Step tokens/s: our DistIL (and SDPO, SFT) step vs TRL's SDPO trainer compute path
    (trl.experimental.sdpo: student forward with ``logits_to_keep``, its top-K+tail loss,
-   IS clipping, backward, clip, AdamW). The teacher's distribution is given to both sides
+   IS clipping, backward, clip, AdamW, and the EMA teacher sync its trainer runs after every
+   step: TRL's own SyncRefModelCallback at teacher_update_rate 0.05). The teacher's distribution is given to both sides
    precomputed (in distil it comes from the teacher service as top-K; TRL's trainer takes
    full teacher logits), so both do the same learner work.
 2. DistIL step overhead vs a plain SFT step in our learner (target <= 15%).
@@ -16,6 +17,7 @@ Needs `trl` (pip install trl==1.16.0) for the TRL column.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -76,9 +78,14 @@ def trl_step(model_dir, prompts, resps, teacher_logits, old_logps):
         apply_importance_sampling_clipping,
         compute_topk_self_distillation_loss,
     )
+    from trl.trainer.callbacks import SyncRefModelCallback
     from trl.trainer.utils import selective_log_softmax
 
     model = _load(model_dir)
+    # TRL's SDPO trainer keeps an EMA teacher (teacher_model_kind="ema", teacher_update_rate
+    # 0.05) synced after every step by SyncRefModelCallback; our learner updates its EMA
+    # teacher every step too, so the same work is timed on both sides.
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
     ids = torch.cat([prompts, resps], 1)
     mask = torch.ones_like(ids)
@@ -101,6 +108,7 @@ def trl_step(model_dir, prompts, resps, teacher_logits, old_logps):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        SyncRefModelCallback._sync_target_model(model, teacher, 0.05)
 
     return step
 
@@ -206,7 +214,7 @@ def main() -> None:
     )
     steps = {}
     try:
-        steps["TRL SDPO trainer path (reverse KL, top-20+tail)"] = trl_step(
+        steps["TRL SDPO trainer path (reverse KL, top-20+tail, EMA teacher)"] = trl_step(
             model_dir, prompts, resps, teacher_logits, old
         )
     except ImportError:
@@ -231,7 +239,7 @@ def main() -> None:
     console.print(mt)
     distil_t = rows["distil learner, objective=distil"]
     sft_t = rows["distil learner, objective=sft"]
-    trl_key = "TRL SDPO trainer path (reverse KL, top-20+tail)"
+    trl_key = "TRL SDPO trainer path (reverse KL, top-20+tail, EMA teacher)"
     if trl_key in rows:
         console.print(
             f"ratio distil-step tokens/s / TRL-SDPO tokens/s = {rows[trl_key] / distil_t:.2f} (target >= 1.0)"
