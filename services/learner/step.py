@@ -12,7 +12,7 @@ import torch
 from distil.losses import ObjectiveConfig, compute_loss_from_logprobs, group_advantages, objective_class
 from services.learner.batching import TrainSample, collate, micro_batches
 from services.learner.config import TrainConfig
-from services.learner.distributed import Topology, rank_share
+from services.learner.distributed import Topology, full_tensor, rank_share
 from services.learner.ema import make_ema
 from services.learner.policy import PolicyLogprobs
 
@@ -123,7 +123,7 @@ class Learner:
         t1 = time.perf_counter()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.train.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        grad_norm = float(full_tensor(grad_norm))
         if self.topo.distributed:
             loss_total = _all_reduce_sum(loss_total, self.device)
         metrics = {k: v / max(tokens, 1.0) for k, v in sums.items()}
