@@ -7,6 +7,15 @@ from pathlib import Path
 import torch
 
 
+def tiny_engine_config(model: Path | str, **overrides):
+    """The small CPU vLLM engine the tests start (eager, 0.5 GiB KV cache, 256 tokens)."""
+    from distil.engine import EngineConfig
+
+    return EngineConfig(
+        **{"model": str(model), "enforce_eager": True, "kv_cache_gib": 0.5, "max_model_len": 256, **overrides}
+    )
+
+
 def hf_model(path: Path):
     from transformers import AutoModelForCausalLM
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from distil.engine import EngineConfig, EngineError, ProbeMismatch, SamplingConfig, WeightVersionError
+from distil.engine import EngineError, ProbeMismatch, SamplingConfig, WeightVersionError
 from distil.engine.config import EngineLoraConfig
 from services.learner.lora import peft_adapter
 from services.learner.publish import make_probe
-from tests.engine.engine_helpers import hf_model, token_logprobs
+from tests.engine.engine_helpers import hf_model, tiny_engine_config, token_logprobs
 from tests.engine.test_engine_adapter import trained_lora
 
 pytestmark = pytest.mark.slow
@@ -29,17 +29,8 @@ TOL_MAX = 0.1
 def engine(vllm_tiny_dir, tmp_path_factory):
     from distil.engine import EngineRunner
 
-    runner = EngineRunner(
-        EngineConfig(
-            model=str(vllm_tiny_dir),
-            enforce_eager=True,
-            kv_cache_gib=0.5,
-            max_model_len=256,
-            max_num_seqs=4,
-            probe_tolerance=0.02,
-            lora=EngineLoraConfig(max_rank=8, adapter_dir=str(tmp_path_factory.mktemp("adapters"))),
-        )
-    )
+    lora = EngineLoraConfig(max_rank=8, adapter_dir=str(tmp_path_factory.mktemp("adapters")))
+    runner = EngineRunner(tiny_engine_config(vllm_tiny_dir, max_num_seqs=4, probe_tolerance=0.02, lora=lora))
     yield runner
     runner.close()
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from distil.engine import (
-    EngineConfig,
     Probe,
     ProbeMismatch,
     PromptTooLong,
@@ -17,7 +16,7 @@ from distil.engine import (
     WeightVersionError,
 )
 from distil.engine.engine import fit_prompt
-from tests.engine.engine_helpers import hf_logprobs, hf_model, token_logprobs
+from tests.engine.engine_helpers import hf_logprobs, hf_model, tiny_engine_config, token_logprobs
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +29,8 @@ TOL_MAX = 0.1
 def engine(vllm_tiny_dir):
     from distil.engine import EngineRunner
 
-    runner = EngineRunner(
-        EngineConfig(
-            model=str(vllm_tiny_dir),
-            enforce_eager=True,
-            kv_cache_gib=0.5,
-            max_model_len=256,
-            max_logprobs=20,
-            probe_tolerance=0.02,  # bf16 noise on this model is ~0.001
-        )
-    )
+    # probe_tolerance: bf16 noise on this model is ~0.001
+    runner = EngineRunner(tiny_engine_config(vllm_tiny_dir, max_logprobs=20, probe_tolerance=0.02))
     yield runner
     runner.close()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.engine_helpers import hf_logprobs, hf_model, token_logprobs
+from tests.engine.engine_helpers import hf_logprobs, hf_model, tiny_engine_config, token_logprobs
 
 pytestmark = pytest.mark.slow
 
@@ -36,18 +36,11 @@ def checkpoint_after_one_step(model_dir, root):
 
 
 def test_checkpoint_model_directory_serves_in_vllm(vllm_tiny_dir, tmp_path):
-    from distil.engine import EngineConfig, EngineRunner, SamplingConfig
+    from distil.engine import EngineRunner, SamplingConfig
 
     model_dir = checkpoint_after_one_step(vllm_tiny_dir, tmp_path / "ckpt")
     assert (model_dir / "model.safetensors").is_file()
-    config = EngineConfig(
-        model=str(model_dir),
-        enforce_eager=True,
-        kv_cache_gib=0.5,
-        max_model_len=256,
-        max_num_seqs=4,
-        max_logprobs=20,
-    )
+    config = tiny_engine_config(model_dir, max_num_seqs=4, max_logprobs=20)
     with EngineRunner(config) as engine:
         prompt = engine.engine.prompt_ids(MESSAGES)  # the checkpoint's tokenizer and chat template
         response = engine.generate(prompt, SamplingConfig(max_tokens=12, seed=1))[0].token_ids.tolist()
