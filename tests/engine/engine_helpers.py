@@ -7,6 +7,28 @@ from pathlib import Path
 import torch
 
 
+class EngineHost:
+    """A real vLLM engine (CPU build) that takes the learner's weight updates and scores
+    tokens; ``ray.remote(EngineHost)`` puts it in a Ray actor, as a service replica holds it."""
+
+    def __init__(self, config):
+        from distil.engine.runner import EngineRunner
+
+        self.runner = EngineRunner(config)
+
+    def update_weights(self, tensors, version, probe):
+        r = self.runner.update_weights(tensors.items(), version, probe)
+        return {"version": r.version, "applied": r.applied, "probe_error": r.probe_error}
+
+    def score(self, ids):
+        import numpy as np
+
+        return np.asarray(self.runner.score_tokens(ids))
+
+    def close(self):
+        self.runner.close()
+
+
 def tiny_engine_config(model: Path | str, **overrides):
     """The small CPU vLLM engine the tests start (eager, 0.5 GiB KV cache, 256 tokens)."""
     from distil.engine import EngineConfig

@@ -23,36 +23,15 @@ from services.learner.publish import (
     probe_skeleton,
 )
 from services.learner.stage import LearnerStage, StageConfig
+from tests.engine.engine_helpers import EngineHost, tiny_engine_config
 from tests.learner.test_learner_stage import events, scored_group
 
-
-@ray.remote
-class EngineReceiver:
-    """A real vLLM engine (CPU build) in a Ray actor, receiving weight updates."""
-
-    def __init__(self, model_dir: str):
-        from distil.engine.config import EngineConfig
-        from distil.engine.runner import EngineRunner
-
-        cfg = EngineConfig(
-            model=model_dir, enforce_eager=True, kv_cache_gib=1, max_model_len=256, max_num_seqs=4
-        )
-        self.runner = EngineRunner(cfg)
-
-    def update_weights(self, tensors, version, probe):
-        r = self.runner.update_weights(tensors.items(), version, probe)
-        return {"version": r.version, "applied": r.applied, "probe_error": r.probe_error}
-
-    def score(self, ids):
-        return np.asarray(self.runner.score_tokens(ids))
-
-    def close(self):
-        self.runner.close()
+EngineReceiver = ray.remote(EngineHost)  # a real vLLM engine (CPU build) in a Ray actor
 
 
 @pytest.mark.slow
 def test_published_weights_are_verified_and_served(ray_local, bus, job_id, vllm_tiny_dir, tmp_path):
-    engine = EngineReceiver.remote(str(vllm_tiny_dir))
+    engine = EngineReceiver.remote(tiny_engine_config(vllm_tiny_dir, kv_cache_gib=1, max_num_seqs=4))
     try:
         transport = RayObjectStoreTransport({"student": [engine]}, timeout_s=300)
         trainer = LocalTrainer(
