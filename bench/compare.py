@@ -3,6 +3,7 @@ tasks, plus the regime where the base model never solves a problem (paper, Secti
 
     python bench/compare.py [--seeds 0 1 2] [--steps 12] [--objectives distil sdpo grpo ce]
                             [--regimes code zero secret] [--port 8100]
+    python bench/compare.py --report    # table + plot from data/compare/results.json, runs nothing
 
 One embedded stack (Redis, Ray, Serve, the gateway) runs every job in turn, through the
 REST API, with the same model (SmolLM2-135M-Instruct), budget (steps x prompts x samples)
@@ -138,16 +139,24 @@ def plot(jobs: list[dict], objectives: list[str], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     regimes = [r for r in REGIMES if any(j["regime"] == r for j in jobs)]
     fig, axes = plt.subplots(1, 1 + len(regimes), figsize=(5 * (1 + len(regimes)), 4))
     ax = axes[0]
     for o in objectives:
-        for j in (j for j in jobs if j["objective"] == o and j["regime"] == "code"):
-            xs = [p["step"] for p in j["train"] if "success_rate" in p]
-            ys = [p["success_rate"] for p in j["train"] if "success_rate" in p]
-            ax.plot(xs, ys, alpha=0.6, label=f"{LABELS.get(o, o)} s{j['seed']}")
-    ax.set(title="code: training success rate", xlabel="step")
+        curves = [
+            {p["step"]: p["success_rate"] for p in j["train"] if "success_rate" in p}
+            for j in jobs
+            if j["objective"] == o and j["regime"] == "code"
+        ]
+        if not curves:
+            continue
+        xs = sorted(set.intersection(*(set(c) for c in curves)))
+        ys = np.array([[c[x] for x in xs] for c in curves])
+        line = ax.plot(xs, ys.mean(0), label=f"{LABELS.get(o, o)} ({len(curves)} seeds)")[0]
+        ax.fill_between(xs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.15)
+    ax.set(title="code: training success rate (mean, min-max over seeds)", xlabel="step")
     ax.legend(fontsize=6)
     summary = summarize(jobs)
     for ax, regime in zip(axes[1:], regimes, strict=True):
@@ -192,6 +201,8 @@ def main() -> None:
     ap.add_argument("--objectives", nargs="+", default=["distil", "sdpo", "grpo", "ce"])
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     ap.add_argument("--port", type=int, default=8100)
+    ap.add_argument("--report", action="store_true",
+                    help="only print the table and redraw the plot from results.json; run nothing")  # fmt: skip
     ap.add_argument("--import-job", nargs=4, metavar=("JOB", "REGIME", "OBJECTIVE", "SEED"),
                     help="record a finished job from the job store instead of running it")  # fmt: skip
     args = ap.parse_args()
@@ -205,6 +216,11 @@ def main() -> None:
         import_job(state, job, regime, objective, int(seed), args.steps)
         results_path.write_text(json.dumps(state, indent=1))
         console.print(f"imported {job} as {regime}/{objective}/s{seed}")
+        return
+    if args.report:
+        jobs = [j for j in state["jobs"] if j["steps"] == args.steps]
+        console.print(markdown(summarize(jobs), args.objectives))
+        console.print(f"plot: {plot(jobs, args.objectives, out)}; results: {results_path}")
         return
     done = {(j["regime"], j["objective"], j["seed"], j["steps"]) for j in state["jobs"]}
     stack = Stack(args.port, console)
