@@ -34,7 +34,8 @@ from distil.losses import ObjectiveConfig
 from distil.models import resolve_model
 from services.learner.batching import TrainSample
 from services.learner.config import TrainConfig
-from services.learner.policy import PolicyLogprobs
+from services.learner.distributed import Topology
+from services.learner.policy import training_policy
 from services.learner.step import Learner
 
 K = 20
@@ -66,9 +67,10 @@ def make_batch(model, n: int, prompt_len: int, resp_len: int, seed: int = 0):
 
 
 def ours_step(model_dir, name, samples):
-    learner = Learner(
-        PolicyLogprobs(_load(model_dir)), ObjectiveConfig(name=name), TrainConfig(lr=1e-6), pad_id=0
-    )
+    train = TrainConfig(lr=1e-6)
+    # The policy exactly as a learner rank builds it from the config (the CPU path: fp32).
+    policy = training_policy(_load(model_dir), train, Topology())
+    learner = Learner(policy, ObjectiveConfig(name=name), train, pad_id=0)
     rewards = [float(j % 2) for j in range(len(samples))]
     return lambda: learner.step(samples, rewards=rewards)
 

@@ -102,11 +102,14 @@ def chunked_student_logprobs(
     chunk_size: int = 1024,
     lm_head_bias: torch.Tensor | None = None,
     temperature: torch.Tensor | None = None,
+    recompute: bool = True,
 ) -> StudentLogprobs:
     """Same as ``gather_student_logprobs(hidden @ W.T)`` but over sequence chunks.
 
-    Each chunk's ``[B,chunk,V]`` logits are recomputed in the backward pass (activation
-    checkpointing), so peak memory holds one chunk of logits instead of ``T``.
+    With ``recompute`` each chunk's ``[B,chunk,V]`` logits are recomputed in the backward
+    pass (activation checkpointing), so peak memory holds one chunk of logits instead of
+    ``T``. Without it autograd keeps every chunk's logits: no second head matmul, for
+    batches whose logits fit in memory anyway.
     """
     if hidden.dim() != 3:
         raise ValueError(f"hidden must have shape [B,T,H], got {list(hidden.shape)}")
@@ -126,7 +129,7 @@ def chunked_student_logprobs(
     for start in range(0, hidden.shape[1], chunk_size):
         sl = slice(start, start + chunk_size)
         top = topk_ids[:, sl] if topk_ids is not None else None
-        if torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad):
+        if recompute and torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad):
             tok, tk, ent, tmp = checkpoint(
                 one_chunk, hidden[:, sl], token_ids[:, sl], top, use_reentrant=False
             )

@@ -19,6 +19,15 @@ class TrainConfig(BaseModel):
     teacher_ema_rate: float = Field(default=0.01, ge=0, le=1, description="0 = frozen initial teacher.")
     token_budget: int = Field(default=8192, gt=0, description="Padded tokens per micro-batch.")
     logits_chunk: int = Field(default=1024, gt=0, description="Sequence chunk for the log-prob gather.")
+    logits_keep_mb: int = Field(
+        default=256,
+        ge=0,
+        description=(
+            "Keep a micro-batch's fp32 [B,T,V] logits for the backward pass when they take at most "
+            "this many MB (saves recomputing the head); larger ones are recomputed chunk by chunk. "
+            "0 = always recompute."
+        ),
+    )
     activation_checkpointing: bool = Field(
         default=False,
         description="Recompute each block's activations in backward (less memory, ~1/3 more compute).",

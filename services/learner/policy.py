@@ -13,11 +13,18 @@ from services.learner.distributed import Topology, shard_policy
 
 class PolicyLogprobs(torch.nn.Module):
     def __init__(
-        self, model: torch.nn.Module, chunk_size: int = 1024, autocast_dtype: torch.dtype | None = None
+        self,
+        model: torch.nn.Module,
+        chunk_size: int = 1024,
+        autocast_dtype: torch.dtype | None = None,
+        keep_logits_bytes: int = 0,
     ):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        # Micro-batches whose fp32 logits fit in this many bytes keep them for the backward
+        # pass instead of recomputing the head (0 = always recompute).
+        self.keep_logits_bytes = keep_logits_bytes
         # bf16 compute over fp32 master weights on a single GPU rank (FSDP2's mixed-precision
         # policy does the same across ranks); None = compute in the weights' dtype.
         self.autocast_dtype = autocast_dtype
@@ -38,6 +45,7 @@ class PolicyLogprobs(torch.nn.Module):
             ).last_hidden_state
             index = predict_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
             head = self.model.get_output_embeddings()
+            logits_bytes = 4 * index.shape[0] * index.shape[1] * head.weight.shape[0]
             return chunked_student_logprobs(
                 hidden.gather(1, index),
                 head.weight,
@@ -46,6 +54,7 @@ class PolicyLogprobs(torch.nn.Module):
                 chunk_size=self.chunk_size,
                 lm_head_bias=getattr(head, "bias", None),
                 temperature=temperature,
+                recompute=logits_bytes > self.keep_logits_bytes,
             )
 
 
@@ -58,7 +67,9 @@ def training_policy(model: torch.nn.Module, train: TrainConfig, topo: Topology) 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     model.train()  # HF loads in eval mode; checkpointing (and any dropout) apply in training mode
-    policy = PolicyLogprobs(model, chunk_size=train.logits_chunk)
+    policy = PolicyLogprobs(
+        model, chunk_size=train.logits_chunk, keep_logits_bytes=train.logits_keep_mb * 2**20
+    )
     if topo.distributed:
         shard_policy(policy)
     elif next(model.parameters()).device.type == "cuda":

@@ -329,8 +329,9 @@ def test_sampled_teacher_targets_estimate_forward_ce():
 # --- chunked log-probs ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("chunk", [1, 4, 64])
-def test_chunked_logprobs_match_full(chunk):
+def test_chunked_logprobs_match_full(chunk, recompute):
     g = torch.Generator().manual_seed(1)
     B, T, H, V, K = 2, 10, 8, 17, 4
     hidden = torch.randn(B, T, H, generator=g, dtype=torch.float64, requires_grad=True)
@@ -338,7 +339,9 @@ def test_chunked_logprobs_match_full(chunk):
     _, batch, _ = make(B=B, T=T, V=V, K=K)
     cfg = ObjectiveConfig(name="distil")
     full = compute_loss(cfg, hidden @ W.T, batch)
-    s = chunked_student_logprobs(hidden, W, batch.response_ids, batch.teacher_topk_ids, chunk_size=chunk)
+    s = chunked_student_logprobs(
+        hidden, W, batch.response_ids, batch.teacher_topk_ids, chunk_size=chunk, recompute=recompute
+    )
     part = compute_loss_from_logprobs(cfg, s, batch)
     torch.testing.assert_close(part.loss, full.loss)
     ga = torch.autograd.grad(full.loss, (hidden, W))
