@@ -194,6 +194,13 @@ def import_job(state: dict, job_id: str, regime: str, objective: str, seed: int,
                           "train": store.metrics(job_id, kind="train")})  # fmt: skip
 
 
+def report(state: dict, args: argparse.Namespace, console: Console, out: Path, results_path: Path) -> None:
+    """Print the markdown table and redraw the plot for the jobs of this budget (--steps)."""
+    jobs = [j for j in state["jobs"] if j["steps"] == args.steps]
+    console.print(markdown(summarize(jobs), args.objectives))
+    console.print(f"plot: {plot(jobs, args.objectives, out)}; results: {results_path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -218,9 +225,7 @@ def main() -> None:
         console.print(f"imported {job} as {regime}/{objective}/s{seed}")
         return
     if args.report:
-        jobs = [j for j in state["jobs"] if j["steps"] == args.steps]
-        console.print(markdown(summarize(jobs), args.objectives))
-        console.print(f"plot: {plot(jobs, args.objectives, out)}; results: {results_path}")
+        report(state, args, console, out, results_path)
         return
     done = {(j["regime"], j["objective"], j["seed"], j["steps"]) for j in state["jobs"]}
     stack = Stack(args.port, console)
@@ -271,9 +276,7 @@ def main() -> None:
                     console.print({m: (before["metrics"].get(m), after["metrics"].get(m)) for m in METRICS})
     finally:
         stack.close()
-    jobs = [j for j in state["jobs"] if j["steps"] == args.steps]
-    console.print(markdown(summarize(jobs), args.objectives))
-    console.print(f"plot: {plot(jobs, args.objectives, out)}; results: {results_path}")
+    report(state, args, console, out, results_path)
 
 
 if __name__ == "__main__":
