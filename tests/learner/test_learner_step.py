@@ -280,3 +280,33 @@ def test_a_distil_step_reports_every_per_step_learner_metric(tiny_model_dir):
     assert m["credit_max"] >= m["credit_mean"] and m["is_ratio_max"] >= m["is_ratio_mean"] > 0
     assert m["rollout_max_abs_diff"] > 0 and m["entropy_mean"] > 0 and m["grad_norm"] > 0
     assert m["time_forward_backward"] > 0 and m["time_optimizer"] > 0 and m["tokens_per_s"] > 0
+
+
+def test_policy_keeps_the_logits_only_when_they_fit_the_budget(tiny_model_dir, monkeypatch):
+    import services.learner.policy as policy_module
+    from services.learner.distributed import Topology
+    from services.learner.policy import training_policy
+
+    model = load(tiny_model_dir)
+    batch = collate(samples(), pad_id=0)
+    B, T = batch.predict_positions.shape
+    size = 4 * B * T * model.config.vocab_size  # the micro-batch's fp32 logits
+    chosen = []
+    real = policy_module.chunked_student_logprobs
+
+    def spy(*args, **kwargs):
+        chosen.append(kwargs["recompute"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policy_module, "chunked_student_logprobs", spy)
+    for keep in (size, size - 1, 0):
+        PolicyLogprobs(model, keep_logits_bytes=keep)(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.predict_positions,
+            batch.loss_batch.response_ids,
+            None,
+        )
+    assert chosen == [False, True, True]
+    policy = training_policy(model, TrainConfig(logits_keep_mb=3), Topology())
+    assert policy.keep_logits_bytes == 3 * 2**20
