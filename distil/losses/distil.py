@@ -55,7 +55,11 @@ class DistIL(Objective):
     def loss(
         self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None
     ):
-        tok_lp = student.token_logprobs
+        # The score term's log-prob is of the policy that sampled y_t (softmax(z / tau) at the
+        # rollout temperature, as the IS ratio's): with the temperature-1 log-prob a constant
+        # credit would have expected gradient C * (pi^tau - pi_1) != 0. CE_t stays at
+        # temperature 1 (the student's distribution the teacher is matched against).
+        tok_lp = student.sampling_token_logprobs
         mask, lp_s, lp_t = teacher_support(cfg, student, batch)
         p_t = lp_t.exp()
         ce = -(p_t * lp_s).sum(-1)

@@ -33,8 +33,11 @@ class Tabular:
     def logits(self, y) -> torch.Tensor:
         return torch.stack([self.theta[self.index[tuple(y[:t])]] for t in range(self.H)])[None]  # [1,H,V]
 
-    def log_prob(self, y) -> torch.Tensor:
-        return sum(torch.log_softmax(self.theta[self.index[tuple(y[:t])]], -1)[y[t]] for t in range(self.H))
+    def log_prob(self, y, tau: float = 1.0) -> torch.Tensor:
+        """log pi^tau(y): the policy at sampling temperature tau (softmax(theta / tau))."""
+        return sum(
+            torch.log_softmax(self.theta[self.index[tuple(y[:t])]] / tau, -1)[y[t]] for t in range(self.H)
+        )
 
     def batch(self, ys, mask=None) -> LossBatch:
         ids = torch.tensor([list(y) for y in ys])

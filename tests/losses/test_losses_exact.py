@@ -181,3 +181,60 @@ def test_prop3_local_gradient_is_zero_on_the_first_decision():
     d0 = float(1 / 3 * math.log(4 / 3) + 2 / 3 * math.log(8 / 3))
     assert float(du) == pytest.approx(2 / 9 * d0, rel=1e-12)
     assert float(du) > 0
+
+
+# --- rollout temperature: the score term is of the policy that sampled -----------------
+
+
+def test_distil_expected_gradient_equals_eq4_for_the_tempered_policy():
+    """Samples from pi^tau (tau = 0.7), ratio 1 (fresh data): the expected gradient of the
+    per-trajectory loss equals the exact gradient of eq. (4) with the trajectories drawn from
+    pi^tau, L(theta) = E_{y ~ pi^tau_theta} sum_t H(pi_T(s_t), pi_theta(s_t)). With the
+    temperature-1 log-prob in the credit term it would be off by C * (pi^tau - pi_1)."""
+    tau = 0.7
+    env = Tabular(3, 3, seed=5)
+    cfg = ObjectiveConfig(name="distil", length_normalize=False)
+    exact_obj = torch.zeros((), dtype=torch.float64)
+    got = torch.zeros_like(env.theta)
+    for y in env.trajectories():
+        p = env.log_prob(y, tau).exp()
+        exact_obj = exact_obj + p * sum(env.state_ce(tuple(y[:t]), tail=True) for t in range(env.H))
+        logits = env.logits(y)
+        batch = env.batch([y])
+        batch.rollout_temperature = torch.tensor([tau], dtype=torch.float64)
+        batch.rollout_logprobs = torch.log_softmax(logits.detach() / tau, -1).gather(
+            -1, batch.response_ids[..., None]
+        )[..., 0]
+        (g,) = torch.autograd.grad(compute_loss(cfg, logits, batch).loss * env.H, env.theta)
+        got += p.detach() * g
+    (exact,) = torch.autograd.grad(exact_obj, env.theta)
+    torch.testing.assert_close(got, exact, rtol=1e-9, atol=1e-11)
+
+
+def test_constant_credit_has_zero_expected_gradient_at_a_temperature():
+    """The score term alone, with a constant credit (teacher CE held fixed by stopping the
+    local term): E_{y ~ pi^tau}[C * grad log pi^tau(y_t)] = 0, so a one-step policy whose
+    future is a second step with a state-independent teacher gets only its local gradient."""
+    tau = 0.7
+    env = Tabular(3, 2, seed=9)
+    # the second step's teacher and student are the same at every state: the credit of
+    # step 0 is one constant, so the only gradient left on the first state is the local one
+    first = env.index[()]
+    with torch.no_grad():
+        for y0 in range(env.V):
+            env.theta[env.index[(y0,)]] = env.theta[env.index[(0,)]]
+            env.teacher_logp[env.index[(y0,)]] = env.teacher_logp[env.index[(0,)]]
+    cfg = ObjectiveConfig(name="distil", length_normalize=False)
+    (local,) = torch.autograd.grad(env.state_ce((), tail=True), env.theta)
+    got = torch.zeros_like(env.theta)
+    for y in env.trajectories():
+        p = env.log_prob(y, tau).exp().detach()
+        logits = env.logits(y)
+        batch = env.batch([y])
+        batch.rollout_temperature = torch.tensor([tau], dtype=torch.float64)
+        batch.rollout_logprobs = torch.log_softmax(logits.detach() / tau, -1).gather(
+            -1, batch.response_ids[..., None]
+        )[..., 0]
+        (g,) = torch.autograd.grad(compute_loss(cfg, logits, batch).loss * env.H, env.theta)
+        got += p * g
+    torch.testing.assert_close(got[first], local[first], rtol=1e-9, atol=1e-11)
