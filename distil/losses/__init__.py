@@ -88,7 +88,7 @@ def compute_loss_from_logprobs(
             f"student.token_logprobs must have shape [B,T], got {list(student.token_logprobs.shape)}"
         )
     B, T = student.token_logprobs.shape
-    if obj.needs_teacher:
+    if obj.needs_teacher and not _no_teacher_signal(obj, batch):
         if student.topk_logprobs is None:
             raise ValueError("student.topk_logprobs [B,T,K] is required: gather it at batch.teacher_topk_ids")
         if tuple(student.topk_logprobs.shape[:2]) != (B, T):
@@ -101,9 +101,30 @@ def compute_loss_from_logprobs(
             "student's log-probs with temperature=batch.rollout_temperature, or the importance ratio "
             "would compare log-probs at two temperatures"
         )
-    K = student.topk_logprobs.shape[-1] if obj.needs_teacher else None
+    K = student.topk_logprobs.shape[-1] if obj.needs_teacher and student.topk_logprobs is not None else None
     _validate(obj, config, batch, B, T, student.vocab_size, K)
     return _finish(obj, config, student, batch, normalizer)
+
+
+def _no_teacher_signal(obj: type[Objective], batch: LossBatch) -> bool:
+    """A distillation batch in which no sample has a teacher signal: no top-K at all and a
+    ``teacher_mask`` that says so (all False). A teacher outage, an unscored sample alone in
+    a learner micro-batch, the FSDP padding pass over one. Without ``teacher_mask`` a missing
+    top-K stays an error (the caller forgot the teacher)."""
+    return (
+        obj.needs_teacher
+        and batch.teacher_topk_ids is None
+        and isinstance(batch.teacher_mask, torch.Tensor)
+        and not bool(batch.teacher_mask.any())
+    )
+
+
+def _zero_weight_loss(student: StudentLogprobs) -> torch.Tensor:
+    """0, with zero gradient, but connected to the student's log-probs so that backward still
+    runs through the model (every FSDP rank must run the same collectives). ``where``, not
+    ``* 0``: a non-finite log-prob cannot turn the value into NaN."""
+    lp = student.token_logprobs
+    return torch.where(torch.zeros_like(lp, dtype=torch.bool), lp, torch.zeros_like(lp)).sum()
 
 
 def _validate(obj, config, batch, B, T, V, K) -> None:
@@ -112,7 +133,7 @@ def _validate(obj, config, batch, B, T, V, K) -> None:
         batch_size=B,
         length=T,
         vocab_size=V,
-        needs_teacher=obj.needs_teacher,
+        needs_teacher=obj.needs_teacher and not _no_teacher_signal(obj, batch),
         needs_advantages=obj.needs_advantages,
         needs_groups=config.credit_baseline == "group_mean" and "credit_baseline" in obj.fields,
         topk=K,
@@ -122,7 +143,10 @@ def _validate(obj, config, batch, B, T, V, K) -> None:
 def _finish(
     obj: type[Objective], config, student: StudentLogprobs, batch: LossBatch, normalizer
 ) -> LossOutput:
-    loss, metrics = obj().loss(config, student, sanitize(batch), normalizer)
+    if _no_teacher_signal(obj, batch):  # zero weight: no loss, no gradient, no objective metrics
+        loss, metrics = _zero_weight_loss(student), {"loss": 0.0}
+    else:
+        loss, metrics = obj().loss(config, student, sanitize(batch), normalizer)
     mask = token_mask(batch, student.token_logprobs.dtype, use_teacher_mask=False)
     lengths = mask.sum(-1)
     metrics["tokens"] = float(lengths.sum())

@@ -114,7 +114,9 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
         teacher_topk_logprobs=t_lp if K else None,
         rollout_logprobs=roll if has_rollout else None,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
-        teacher_mask=t_mask if K else None,
+        # always set: all False (K = 0) says no sample has a teacher signal, so a distillation
+        # objective gives this micro-batch zero weight instead of asking for a teacher
+        teacher_mask=t_mask,
         group_ids=torch.tensor([s.group_id for s in samples], dtype=torch.long),
         # only when some sample was sampled at a temperature other than 1 (costs one more
         # log-softmax per chunk in the learner)

@@ -96,6 +96,7 @@ class Learner:
         padding = max(len(p) for p in plans) - len(mine)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
+        weights: dict[str, float] = {}  # per metric: a micro-batch without it (no teacher) adds no weight
         tokens = 0.0
         loss_total = 0.0
         for i, mb in enumerate(mine + [[ordered[0]]] * padding):
@@ -120,13 +121,14 @@ class Learner:
             for k, v in out.metrics.items():
                 if k not in ("loss", "tokens"):
                     sums[k] = sums.get(k, 0.0) + v * weight  # token-weighted means over micro-batches
+                    weights[k] = weights.get(k, 0.0) + weight
         t1 = time.perf_counter()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.train.grad_clip)
         grad_norm = float(full_tensor(grad_norm))
         if self.topo.distributed:
             loss_total = _all_reduce_sum(loss_total, self.device)
-        metrics = {k: v / max(tokens, 1.0) for k, v in sums.items()}
+        metrics = {k: v / max(weights[k], 1.0) for k, v in sums.items()}
         metrics |= {"loss": loss_total, "grad_norm": grad_norm, "tokens": tokens}
         if not (math.isfinite(grad_norm) and math.isfinite(loss_total)):
             self.optimizer.zero_grad(set_to_none=True)
