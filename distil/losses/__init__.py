@@ -19,6 +19,8 @@ from distil.losses.base import Objective
 from distil.losses.batch import LossBatch, sanitize, validate
 from distil.losses.common import masked_mean, token_mask
 from distil.losses.config import ObjectiveConfig, ObjectiveName
+from distil.losses.distil import group_baseline as group_credit_baseline
+from distil.losses.distil import sample_credits
 from distil.losses.registry import objective_class
 from distil.losses.support import (
     StudentLogprobs,
@@ -37,8 +39,10 @@ __all__ = [
     "chunked_student_logprobs",
     "compute_loss",
     "compute_loss_from_logprobs",
+    "future_credits",
     "gather_student_logprobs",
     "group_advantages",
+    "group_credit_baseline",
     "objective_class",
     "sampled_teacher_targets",
     "support_logprobs",
@@ -104,6 +108,37 @@ def compute_loss_from_logprobs(
     K = student.topk_logprobs.shape[-1] if obj.needs_teacher and student.topk_logprobs is not None else None
     _validate(obj, config, batch, B, T, student.vocab_size, K)
     return _finish(obj, config, student, batch, normalizer)
+
+
+def future_credits(
+    config: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DistIL's detached future credit C [B,T] (before any baseline) and its valid-token mask
+    [B,T] (response AND teacher mask), as the loss computes them.
+
+    For a baseline over whole groups when the loss sees only part of a group at a time (the
+    learner's micro-batches): compute the credits of every sample first (no gradient), then
+    ``group_credit_baseline(credit, mask, group_ids)`` over all of them, and pass each
+    sample's row as ``LossBatch.credit_baseline_values``.
+    """
+    obj = objective_class(config.name)
+    if "credit_baseline" not in obj.fields or not config.future_credit:
+        raise ValueError(f"objective {config.name!r} has no future credit")
+    B, T = student.token_logprobs.shape
+    if student.topk_logprobs is None:
+        raise ValueError("student.topk_logprobs [B,T,K] is required: gather it at batch.teacher_topk_ids")
+    probe = LossBatch(**{**batch.__dict__, "credit_baseline_values": None})
+    validate(
+        probe,
+        batch_size=B,
+        length=T,
+        vocab_size=student.vocab_size,
+        needs_teacher=True,
+        needs_advantages=False,
+        needs_groups=False,
+        topk=student.topk_logprobs.shape[-1],
+    )
+    return sample_credits(config, student, sanitize(probe))
 
 
 def _no_teacher_signal(obj: type[Objective], batch: LossBatch) -> bool:

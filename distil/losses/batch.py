@@ -29,6 +29,10 @@ class LossBatch:
     # [B] float, the temperature of rollout_logprobs' distribution per sample (the sampling
     # temperature); None = 1. Ratios compare them with the student's at that temperature.
     rollout_temperature: torch.Tensor | None = None
+    # [B,T] float, for credit_baseline="group_mean": the baseline to subtract from C_t,
+    # computed beforehand over the whole group (``group_credit_baseline``); None = from the
+    # siblings in this batch (then group_ids is required).
+    credit_baseline_values: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> LossBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -99,7 +103,15 @@ def validate(
         _check("advantages", batch.advantages, (B,), _FLOAT, "a float tensor [B]")
         if not torch.isfinite(batch.advantages).all():
             raise ValueError("advantages has NaN/inf values")
-    if needs_groups:
+    if batch.credit_baseline_values is not None:
+        if not needs_groups:
+            raise ValueError(
+                "credit_baseline_values is set but the objective does not use credit_baseline='group_mean'"
+            )
+        _check("credit_baseline_values", batch.credit_baseline_values, (B, T), _FLOAT, "a float tensor [B,T]")
+        if not torch.isfinite(batch.credit_baseline_values[mask]).all():
+            raise ValueError("credit_baseline_values has NaN/inf at valid positions")
+    elif needs_groups:
         if batch.group_ids is None:
             raise ValueError("group_ids is required for credit_baseline='group_mean': an integer tensor [B]")
         _check("group_ids", batch.group_ids, (B,), _INT, "an integer tensor [B]")
@@ -149,6 +161,9 @@ def sanitize(batch: LossBatch) -> LossBatch:
         lp = batch.teacher_topk_logprobs
         uniform = torch.full_like(lp, -math.log(lp.shape[-1]))
         out.teacher_topk_logprobs = torch.where(scored[..., None], lp, uniform)
+    if batch.credit_baseline_values is not None:
+        base = batch.credit_baseline_values
+        out.credit_baseline_values = torch.where(mask, base, torch.zeros_like(base))
     if batch.rollout_logprobs is not None:
         out.rollout_logprobs = torch.where(
             mask, batch.rollout_logprobs, torch.zeros_like(batch.rollout_logprobs)

@@ -30,13 +30,28 @@ def group_baseline(credit: torch.Tensor, mask: torch.Tensor, group_ids: torch.Te
     """Leave-one-out mean credit of the other samples of the same group at the same position.
 
     It does not depend on the sample's own actions, so subtracting it keeps the estimator
-    unbiased while reducing variance.
+    unbiased while reducing variance. ``credit``/``mask`` [B,T] must hold the whole group:
+    a sibling missing from them (in another micro-batch) changes the baseline.
     """
     same = group_ids[:, None] == group_ids[None, :]
     others = (same & ~torch.eye(len(group_ids), dtype=torch.bool, device=same.device)).to(credit.dtype)
     total = others @ (credit * mask)
     count = others @ mask
     return torch.where(count > 0, total / count.clamp(min=1.0), torch.zeros_like(total)) * mask
+
+
+def local_ce(cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch):
+    """The valid-token mask, the K(+1)-bucket log-probs and CE_t [B,T] (differentiable)."""
+    mask, lp_s, lp_t = teacher_support(cfg, student, batch)
+    return mask, lp_s, lp_t, -(lp_t.exp() * lp_s).sum(-1)
+
+
+def sample_credits(cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch):
+    """Detached future credit C [B,T] (before any baseline) and its valid-token mask, exactly
+    as ``DistIL.loss`` computes them: what a baseline over whole groups is built from."""
+    with torch.no_grad():
+        mask, _, _, ce = local_ce(cfg, student, batch)
+        return future_credit(ce, mask, length_normalize=cfg.length_normalize), mask
 
 
 class DistIL(Objective):
@@ -60,15 +75,19 @@ class DistIL(Objective):
         # credit would have expected gradient C * (pi^tau - pi_1) != 0. CE_t stays at
         # temperature 1 (the student's distribution the teacher is matched against).
         tok_lp = student.sampling_token_logprobs
-        mask, lp_s, lp_t = teacher_support(cfg, student, batch)
+        mask, lp_s, lp_t, ce = local_ce(cfg, student, batch)
         p_t = lp_t.exp()
-        ce = -(p_t * lp_s).sum(-1)
         per_token = ce
         metrics: dict[str, float] = {}
         if cfg.future_credit:
             credit = future_credit(ce, mask, length_normalize=cfg.length_normalize)
             if cfg.credit_baseline == "group_mean":
-                credit = credit - group_baseline(credit, mask, batch.group_ids)
+                # Precomputed over whole groups (the learner, whose micro-batches split groups),
+                # else the siblings in this batch.
+                base = batch.credit_baseline_values
+                if base is None:
+                    base = group_baseline(credit, mask, batch.group_ids)
+                credit = credit - base.to(credit.dtype) * mask
             per_token = per_token + credit * tok_lp
             metrics |= {"credit_mean": masked_mean(credit, mask), "credit_max": masked_max(credit, mask)}
         weight, ratio = is_weights(student.sampling_token_logprobs, batch, cfg)

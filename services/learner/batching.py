@@ -24,6 +24,9 @@ class TrainSample:
     advantage: float = 0.0
     group_id: int = 0
     rollout_temperature: float = 1.0  # temperature of rollout_logprobs' distribution
+    # [T] float, credit_baseline="group_mean": the leave-one-out sibling credit per position,
+    # computed by the learner over the whole group before micro-batching (Learner.step).
+    credit_baseline: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -106,6 +109,14 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
             t_lp[b, :n] = torch.tensor(s.teacher_topk_logprobs, dtype=torch.float32)
             t_mask[b] = True
     has_rollout = all(s.rollout_logprobs is not None for s in samples)
+    has_baseline = [s.credit_baseline is not None for s in samples]
+    if any(has_baseline) and not all(has_baseline):
+        raise ValueError("some samples of a batch carry a credit baseline and some do not")
+    baseline = None
+    if all(has_baseline):
+        baseline = torch.zeros(B, T, dtype=torch.float32)
+        for b, s in enumerate(samples):
+            baseline[b, : len(s.response_ids)] = torch.as_tensor(s.credit_baseline, dtype=torch.float32)
     temps = [s.rollout_temperature for s in samples]
     loss_batch = LossBatch(
         response_ids=resp,
@@ -123,5 +134,6 @@ def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
         rollout_temperature=(
             torch.tensor(temps, dtype=torch.float32) if has_rollout and any(t != 1.0 for t in temps) else None
         ),
+        credit_baseline_values=baseline,
     )
     return ModelBatch(input_ids, attention, positions, loss_batch)

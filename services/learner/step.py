@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -9,7 +10,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distil.losses import ObjectiveConfig, compute_loss_from_logprobs, group_advantages, objective_class
+from distil.losses import (
+    ObjectiveConfig,
+    compute_loss_from_logprobs,
+    future_credits,
+    group_advantages,
+    group_credit_baseline,
+    objective_class,
+)
 from services.learner.batching import TrainSample, collate, micro_batches
 from services.learner.config import TrainConfig
 from services.learner.distributed import Topology, full_tensor, rank_share
@@ -66,6 +74,62 @@ class Learner:
             return float(sum(1 for s in counted if len(s.response_ids)))
         return float(sum(len(s.response_ids) for s in counted))
 
+    def _plan(self, ordered: Sequence[TrainSample]) -> tuple[list[list[TrainSample]], int]:
+        """This rank's micro-batches, and how many zero-weight passes pad them: ranks must run
+        the same number of forward/backward passes (FSDP collectives)."""
+        plans = [
+            micro_batches(rank_share(ordered, Topology(r, self.topo.world_size)), self.train.token_budget)
+            for r in range(self.topo.world_size)
+        ]
+        mine = plans[self.topo.rank]
+        return mine, max(len(p) for p in plans) - len(mine)
+
+    def _forward(self, batch):
+        lb = batch.loss_batch
+        return self.policy(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.predict_positions,
+            lb.response_ids,
+            lb.teacher_topk_ids if self.kind.needs_teacher else None,
+            lb.rollout_temperature,
+        )
+
+    @torch.no_grad()
+    def _with_credit_baselines(self, ordered: list[TrainSample]) -> list[TrainSample]:
+        """credit_baseline="group_mean" over whole groups: a no-grad pass over the step's
+        samples computes every sample's future credit (stop-gradient, so the same values the
+        training pass gets), then each sample gets the leave-one-out mean of its siblings'
+        credits per position. Micro-batches split groups (and ranks share them out), so a
+        baseline from the micro-batch alone would see only the siblings packed with the
+        sample, which depends on its own length: biased. Returns copies; the caller's
+        samples are not modified."""
+        mine, padding = self._plan(ordered)
+        index = {id(s): i for i, s in enumerate(ordered)}
+        width = max(max(len(s.response_ids) for s in ordered), 1)
+        credit = torch.zeros(len(ordered), width, dtype=torch.float32, device=self.device)
+        counted = torch.zeros_like(credit)
+        for i, mb in enumerate(mine + [[ordered[0]]] * padding):
+            batch = collate(mb, self.pad_id).to(self.device)
+            student = self._forward(batch)  # every rank runs the same number of passes
+            if i >= len(mine) or batch.loss_batch.teacher_topk_ids is None:
+                continue  # padding pass, or no sample with a teacher signal: no credit
+            c, m = future_credits(self.objective, student, batch.loss_batch)
+            rows = torch.tensor([index[id(s)] for s in mb], device=self.device)
+            credit[rows, : c.shape[1]] = c.float()
+            counted[rows, : c.shape[1]] = m.float()
+        if self.topo.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(credit)  # each row is written by exactly one rank
+            dist.all_reduce(counted)
+        groups = torch.tensor([s.group_id for s in ordered], device=self.device)
+        base = group_credit_baseline(credit, counted, groups).cpu().numpy()
+        return [
+            dataclasses.replace(s, credit_baseline=base[i, : len(s.response_ids)])
+            for i, s in enumerate(ordered)
+        ]
+
     def step(
         self, samples: Sequence[TrainSample], rewards: Sequence[float] | None = None
     ) -> dict[str, float]:
@@ -86,14 +150,9 @@ class Learner:
         # its share, and FSDP's gradient averaging over ranks is undone by dividing by W here.
         normalizer = max(self._normalizer(samples), 1.0) / self.topo.world_size
         ordered = sorted(samples, key=lambda s: s.length, reverse=True)
-        plans = [
-            micro_batches(rank_share(ordered, Topology(r, self.topo.world_size)), self.train.token_budget)
-            for r in range(self.topo.world_size)
-        ]
-        mine = plans[self.topo.rank]
-        # Ranks must run the same number of forward/backward passes (FSDP collectives):
-        # pad with zero-weight passes over the first sample.
-        padding = max(len(p) for p in plans) - len(mine)
+        if self.objective.credit_baseline == "group_mean" and self.objective.future_credit:
+            ordered = self._with_credit_baselines(ordered)
+        mine, padding = self._plan(ordered)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}  # per metric: a micro-batch without it (no teacher) adds no weight
@@ -103,14 +162,7 @@ class Learner:
             scale = 1.0 if i < len(mine) else 0.0
             batch = collate(mb, self.pad_id).to(self.device)
             lb = batch.loss_batch
-            student = self.policy(
-                batch.input_ids,
-                batch.attention_mask,
-                batch.predict_positions,
-                lb.response_ids,
-                lb.teacher_topk_ids if self.kind.needs_teacher else None,
-                lb.rollout_temperature,
-            )
+            student = self._forward(batch)
             out = compute_loss_from_logprobs(self.objective, student, lb, normalizer=normalizer)
             (out.loss * scale).backward()
             if not scale:

@@ -17,7 +17,9 @@ from tests.learner.test_learner_step import samples
 
 # adam_eps above the float32 summation noise of gradients that are ~0: with eps=1e-8 Adam
 # turns a 1e-9 difference in a vanishing gradient into a +-lr difference in the weight.
-def run(rank: int, world_size: int, port: int, model_dir: str, out_path: str, steps: int) -> None:
+def run(
+    rank: int, world_size: int, port: int, model_dir: str, out_path: str, steps: int, baseline: str = "none"
+) -> None:
     torch.manual_seed(0)
     topo = init_distributed(rank, world_size, master_port=port) if world_size > 1 else Topology()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -26,7 +28,7 @@ def run(rank: int, world_size: int, port: int, model_dir: str, out_path: str, st
         shard_policy(policy)
     learner = Learner(
         policy,
-        ObjectiveConfig(),
+        ObjectiveConfig(credit_baseline=baseline),
         TrainConfig(lr=1e-3, token_budget=40, adam_eps=1e-6),
         pad_id=0,
         topology=topo,
@@ -45,4 +47,4 @@ def run(rank: int, world_size: int, port: int, model_dir: str, out_path: str, st
 
 if __name__ == "__main__":
     rank, world, port, model_dir, out, steps = sys.argv[1:7]
-    run(int(rank), int(world), int(port), model_dir, out, int(steps))
+    run(int(rank), int(world), int(port), model_dir, out, int(steps), *sys.argv[7:8])

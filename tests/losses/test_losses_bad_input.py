@@ -106,6 +106,23 @@ def test_missing_inputs_per_objective():
     assert torch.isfinite(run("sft", teacher_topk_ids=None, teacher_topk_logprobs=None).loss)
 
 
+def test_precomputed_credit_baseline_is_checked():
+    logits, fields = good()
+    cfg = ObjectiveConfig(credit_baseline="group_mean")
+    # precomputed values replace group_ids (the siblings may sit in other micro-batches)
+    assert torch.isfinite(
+        compute_loss(cfg, logits, LossBatch(**fields, credit_baseline_values=torch.zeros(2, 4))).loss
+    )
+    with pytest.raises(ValueError, match=r"credit_baseline_values must have shape \[2,4\]"):
+        compute_loss(cfg, logits, LossBatch(**fields, credit_baseline_values=torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match="credit_baseline_values has NaN"):
+        compute_loss(
+            cfg, logits, LossBatch(**fields, credit_baseline_values=torch.full((2, 4), float("nan")))
+        )
+    with pytest.raises(ValueError, match="credit_baseline_values is set but"):
+        compute_loss(ObjectiveConfig(), logits, LossBatch(**fields, credit_baseline_values=torch.zeros(2, 4)))
+
+
 def test_bad_logits():
     with pytest.raises(ValueError, match=r"student_logits must have shape \[B,T,V\]"):
         run(logits=torch.zeros(2, 4))

@@ -11,7 +11,14 @@ import math
 import pytest
 import torch
 
-from distil.losses import LossBatch, ObjectiveConfig, compute_loss
+from distil.losses import (
+    LossBatch,
+    ObjectiveConfig,
+    compute_loss,
+    future_credits,
+    gather_student_logprobs,
+    group_credit_baseline,
+)
 from tests.losses.tabular import Tabular
 
 
@@ -94,6 +101,60 @@ def test_group_baseline_keeps_the_estimator_unbiased():
             for cfg, acc in ((plain, g_plain), (based, g_based)):
                 (g,) = torch.autograd.grad(compute_loss(cfg, logits, batch).loss, env.theta)
                 acc += w * g
+    torch.testing.assert_close(g_based, g_plain, rtol=1e-9, atol=1e-11)
+
+
+def sibling_baselines(env: Tabular, cfg: ObjectiveConfig, ys) -> torch.Tensor:
+    """Leave-one-out baseline [B,T] of a group, from each sample's credit computed on its own
+    (no gradient), as the learner's pre-pass does before splitting samples into micro-batches."""
+    credits, masks = [], []
+    with torch.no_grad():
+        for y in ys:
+            batch = env.batch([y])
+            c, m = future_credits(
+                cfg, gather_student_logprobs(env.logits(y), batch.response_ids, batch.teacher_topk_ids), batch
+            )
+            credits.append(c)
+            masks.append(m)
+    return group_credit_baseline(torch.cat(credits), torch.cat(masks), torch.zeros(len(ys), dtype=torch.long))
+
+
+def test_precomputed_sibling_baseline_has_zero_expected_gradient():
+    """Each sample scored alone (as in its own micro-batch) with the baseline computed over the
+    whole group beforehand: the baseline term -b_t * grad log pi(y_t) has expected gradient 0,
+    so the expected gradient equals the plain estimator's, and it equals the in-batch one."""
+    env = Tabular(3, 2, seed=11)
+    plain = ObjectiveConfig(name="distil", length_normalize=False)
+    based = ObjectiveConfig(name="distil", length_normalize=False, credit_baseline="group_mean")
+    ys = env.trajectories()
+    g_plain = torch.zeros_like(env.theta)
+    g_based = torch.zeros_like(env.theta)
+    g_term = torch.zeros_like(env.theta)
+    for a in ys:
+        for b in ys:
+            w = (env.log_prob(a) + env.log_prob(b)).exp().detach()
+            base = sibling_baselines(env, based, [a, b])
+            assert base.abs().sum() > 0
+            whole = env.batch([a, b])
+            whole.group_ids = torch.tensor([0, 0])
+            logits = torch.cat([env.logits(a), env.logits(b)])
+            in_batch = compute_loss(based, logits, whole).loss
+            split = 0.0
+            for i, y in enumerate((a, b)):
+                one = env.batch([y])
+                (gp,) = torch.autograd.grad(
+                    compute_loss(plain, env.logits(y), one, normalizer=2 * env.H).loss, env.theta
+                )
+                one.credit_baseline_values = base[i : i + 1]
+                split = split + compute_loss(based, env.logits(y), one, normalizer=2 * env.H).loss
+                g_plain += w * gp
+                lp = torch.log_softmax(env.logits(y), -1).gather(-1, one.response_ids[..., None])[..., 0]
+                (gt,) = torch.autograd.grad((base[i : i + 1] * lp).sum(), env.theta)
+                g_term += w * gt
+            torch.testing.assert_close(split, in_batch, rtol=1e-12, atol=1e-12)
+            (gb,) = torch.autograd.grad(split, env.theta)
+            g_based += w * gb
+    torch.testing.assert_close(g_term, torch.zeros_like(g_term), rtol=0, atol=1e-12)
     torch.testing.assert_close(g_based, g_plain, rtol=1e-9, atol=1e-11)
 
 
