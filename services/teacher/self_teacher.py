@@ -10,7 +10,7 @@ from distil.engine.runner import EngineRunner
 
 from .base import ScoreItem, ScoreStats
 from .config import SelfEMATeacherConfig, SelfFrozenTeacherConfig
-from .context import teacher_context
+from .context import context_budget, teacher_context
 
 
 class SelfTeacher:
@@ -38,6 +38,8 @@ class SelfTeacher:
                 engine_cfg = engine_cfg.model_copy(update={"max_logprobs": config.top_k})
             runner = EngineRunner(engine_cfg)
         self.runner = runner
+        # What the engine can take: a longer context loses the start of its prompt part.
+        self.max_length = context_budget(config.max_length, runner.config.max_model_len)
 
     @property
     def tokenizer(self):
@@ -47,7 +49,13 @@ class SelfTeacher:
         self, items: list[ScoreItem], *, solutions: list[str | None] | None = None
     ) -> list[TeacherScores | None]:
         contexts = [
-            teacher_context(self.tokenizer, it, self.config, solution=(solutions[i] if solutions else None))
+            teacher_context(
+                self.tokenizer,
+                it,
+                self.config,
+                solution=(solutions[i] if solutions else None),
+                max_length=self.max_length,
+            )
             for i, it in enumerate(items)
         ]
         engine = self.runner.engine
