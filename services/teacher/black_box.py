@@ -8,6 +8,11 @@
   They are sent as an empirical target: K entries with log-prob -log(K) each, duplicates
   kept, so sum_k p_k = 1 and -sum_k p_k log q(id_k) is the sample estimate of the
   cross-entropy to the teacher. Only DistIL and CE accept it (see support.py).
+  The ids are the student's vocabulary, so the server's tokenizer is checked first (as
+  the external teacher's, refused with :class:`TokenizerMismatch`), and the sampled ids
+  come back as ids (vLLM's ``return_tokens_as_token_ids``: ``"token_id:1234"``), never
+  as text re-encoded, which turns a partial UTF-8 token into U+FFFD and an empty
+  (special) token into a guess.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from distil.bus import TeacherScores
 from .base import ScoreItem, ScoreStats
 from .config import BlackBoxTeacherConfig
 from .context import teacher_context
+from .external import PROBE_MESSAGES, TokenizerMismatch, check_same_tokenizer
 from .http import RemoteClient, TeacherRejected, TeacherUnavailable
 from .self_teacher import SelfTeacher
+
+TOKEN_ID = "token_id:"  # vLLM's form of a token with return_tokens_as_token_ids
 
 REWRITE = (
     "{prompt}\n\nHere is an attempted answer:\n\n{response}\n\n{feedback}"
@@ -44,12 +52,40 @@ class BlackBoxTeacher:
         if config.form == "corrected_response" and scorer is None:
             raise ValueError("a black-box teacher of form 'corrected_response' needs a self-teacher scorer")
         self._model: str | None = None
+        self._checked: str | None = None
+        self._lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(64)
 
     async def _model_name(self) -> str:
         if self._model is None:
             self._model = await self.remote.model_name(self.config.model)
         return self._model
+
+    async def check_tokenizer(self) -> str:
+        """``sampled_tokens`` sends and receives token ids: refuse (TokenizerMismatch) a server
+        that tokenizes differently or does not return sampled tokens as ids. A
+        ``corrected_response`` teacher exchanges text only and is not checked. Returns the
+        served model name; TeacherUnavailable when the server does not answer."""
+        async with self._lock:
+            if self._checked is None:
+                model = await self._model_name()
+                if self.config.form == "sampled_tokens":
+                    await check_same_tokenizer(
+                        self.remote,
+                        self.tokenizer,
+                        model,
+                        hint=(
+                            "; a black box with another tokenizer can still teach as "
+                            "form='corrected_response' (text only)"
+                        ),
+                    )
+                    text = self.tokenizer.apply_chat_template(
+                        PROBE_MESSAGES, tokenize=False, add_generation_prompt=True
+                    )
+                    probe = self.tokenizer.encode(text, add_special_tokens=False)
+                    await self._request_tokens(model, probe, 1)  # answers with ids, or is refused
+                self._checked = model
+            return self._checked
 
     async def score(self, items: list[ScoreItem]) -> list[TeacherScores | None]:
         if self.config.form == "corrected_response":
@@ -92,21 +128,38 @@ class BlackBoxTeacher:
 
     # -------------------------------------------------------------- sampled_tokens
 
-    async def _next_tokens(self, model: str, prefix: list[int]) -> list[int]:
-        s = self.config.samples_per_position
+    async def _request_tokens(self, model: str, prefix: list[int], n: int) -> list[int]:
         async with self._sem:
             body = await self.remote.request(
                 "POST",
                 "/v1/completions",
-                {"model": model, "prompt": prefix, "max_tokens": 1, "n": s, "temperature": 1.0},
+                {
+                    "model": model,
+                    "prompt": prefix,
+                    "max_tokens": 1,
+                    "n": n,
+                    "temperature": 1.0,
+                    "logprobs": 1,
+                    "return_tokens_as_token_ids": True,
+                },
             )
-        out = []
-        for choice in body["choices"][:s]:
-            ids = self.tokenizer.encode(choice.get("text") or "", add_special_tokens=False)
-            out.append(ids[0] if ids else int(self.tokenizer.eos_token_id))
-        if len(out) != s:
-            raise TeacherRejected(f"teacher returned {len(out)} of {s} samples")
+        out = [self._token_id(choice) for choice in body["choices"][:n]]
+        if len(out) != n:
+            raise TeacherRejected(f"teacher returned {len(out)} of {n} samples")
         return out
+
+    def _token_id(self, choice: dict) -> int:
+        """The sampled token of a one-token completion, as the id the server sampled."""
+        tokens = (choice.get("logprobs") or {}).get("tokens") or []
+        tok = tokens[0] if len(tokens) == 1 else None
+        if not isinstance(tok, str) or not tok.startswith(TOKEN_ID) or not tok[len(TOKEN_ID) :].isdigit():
+            raise TokenizerMismatch(
+                f"the black-box teacher at {self.remote.url} did not return its sampled token as an id "
+                f"(logprobs.tokens = {tokens[:2]!r}, expected ['{TOKEN_ID}<id>']): form='sampled_tokens' "
+                "needs an OpenAI-compatible server that honours return_tokens_as_token_ids (vLLM does); "
+                "text re-encoded would give other ids"
+            )
+        return int(tok[len(TOKEN_ID) :])
 
     async def _sampled(self, items: list[ScoreItem]) -> list[TeacherScores | None]:
         s = self.config.samples_per_position
@@ -117,10 +170,10 @@ class BlackBoxTeacher:
                 self.stats.skipped_no_signal += 1
                 return None
             try:
-                model = await self._model_name()
+                model = await self.check_tokenizer()
                 rows = await asyncio.gather(
                     *(
-                        self._next_tokens(model, ctx.input_ids[:t])
+                        self._request_tokens(model, ctx.input_ids[:t], s)
                         for t in range(ctx.response_start, len(ctx.input_ids))
                     )
                 )

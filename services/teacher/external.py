@@ -30,6 +30,36 @@ class TokenizerMismatch(ValueError):
     """The external teacher tokenizes differently from the student."""
 
 
+async def check_same_tokenizer(remote: RemoteClient, tokenizer, model: str, hint: str = "") -> None:
+    """Raise :class:`TokenizerMismatch` unless the server at ``remote`` tokenizes the probe
+    text exactly as ``tokenizer`` does (``POST /tokenize``, which vLLM and SGLang expose);
+    a server without ``/tokenize`` cannot be checked and is refused too. ``hint`` ends the
+    message (what to do instead)."""
+    text = tokenizer.apply_chat_template(PROBE_MESSAGES, tokenize=False, add_generation_prompt=True)
+    mine = tokenizer.encode(text, add_special_tokens=False)
+    try:
+        theirs = await remote.request(
+            "POST", "/tokenize", {"model": model, "prompt": text, "add_special_tokens": False}
+        )
+    except TeacherRejected as exc:
+        raise TokenizerMismatch(
+            f"cannot check the tokenizer of the teacher at {remote.url}: POST /tokenize "
+            f"failed ({exc}). The teacher must expose /tokenize (vLLM and SGLang do){hint}"
+        ) from exc
+    tokens = list(theirs.get("tokens", []))
+    if tokens != mine:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(mine, tokens, strict=False)) if a != b),
+            min(len(mine), len(tokens)),
+        )
+        raise TokenizerMismatch(
+            f"teacher {model!r} at {remote.url} tokenizes differently from the student "
+            f"({len(tokens)} vs {len(mine)} tokens on the probe text, first difference at token {first}: "
+            f"{tokens[first : first + 3]} vs {mine[first : first + 3]}). Its token ids would index another "
+            f"vocabulary; serve a teacher that shares the student's tokenizer{hint}"
+        )
+
+
 class ExternalTeacher:
     kind = "external"
 
@@ -45,36 +75,11 @@ class ExternalTeacher:
         """Compare tokenizations of a probe text; returns the served model name. Raises
         TokenizerMismatch (never retried) or TeacherUnavailable."""
         async with self._checked:
-            if self._model is not None:
-                return self._model
-            model = await self.remote.model_name(self.config.model)
-            text = self.tokenizer.apply_chat_template(
-                PROBE_MESSAGES, tokenize=False, add_generation_prompt=True
-            )
-            mine = self.tokenizer.encode(text, add_special_tokens=False)
-            try:
-                theirs = await self.remote.request(
-                    "POST", "/tokenize", {"model": model, "prompt": text, "add_special_tokens": False}
-                )
-            except TeacherRejected as exc:
-                raise TokenizerMismatch(
-                    f"cannot check the tokenizer of the external teacher at {self.config.url}: POST /tokenize "
-                    f"failed ({exc}). The teacher must expose /tokenize (vLLM and SGLang do)"
-                ) from exc
-            tokens = list(theirs.get("tokens", []))
-            if tokens != mine:
-                first = next(
-                    (i for i, (a, b) in enumerate(zip(mine, tokens, strict=False)) if a != b),
-                    min(len(mine), len(tokens)),
-                )
-                raise TokenizerMismatch(
-                    f"external teacher {model!r} at {self.config.url} tokenizes differently from the student "
-                    f"({len(tokens)} vs {len(mine)} tokens on the probe text, first difference at token {first}: "
-                    f"{tokens[first : first + 3]} vs {mine[first : first + 3]}). Its top-K ids would index another "
-                    "vocabulary; serve a teacher that shares the student's tokenizer"
-                )
-            self._model = model
-            return model
+            if self._model is None:
+                model = await self.remote.model_name(self.config.model)
+                await check_same_tokenizer(self.remote, self.tokenizer, model)
+                self._model = model
+            return self._model
 
     async def score(self, items: list[ScoreItem]) -> list[TeacherScores | None]:
         contexts = [teacher_context(self.tokenizer, it, self.config) for it in items]
