@@ -28,7 +28,12 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(description="Hugging Face directory of the weights (see distil.models.resolve_model)")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="auto: bfloat16 where this machine runs it natively (CUDA with bf16, CPUs with "
+        "AVX512_BF16 or AMX), else float32 (distil.hardware); an explicit dtype wins, with a warning "
+        "when it is emulated here",
+    )
     max_model_len: int = Field(2048, ge=16)
     max_num_seqs: int = Field(64, ge=1, description="continuous-batching width")
     max_logprobs: int = Field(100, ge=1, description="largest top-K a request may ask for")

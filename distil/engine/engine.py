@@ -40,6 +40,7 @@ from distil.engine.config import EngineConfig, SamplingConfig
 from distil.engine.errors import EngineError, EngineTimeout, ProbeMismatch, PromptTooLong, WeightVersionError
 from distil.engine.types import Probe, Sample, TopK, UpdateResult
 from distil.engine.worker_ext import pack_tensor
+from distil.hardware import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,18 @@ _FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
 Prompt = Sequence[int] | Sequence[Mapping[str, str]]
 
 
+def engine_dtype(cfg: EngineConfig) -> str:
+    """The dtype the engine runs in: ``cfg.dtype`` with ``"auto"`` resolved for this machine
+    (bf16 only where native, see :mod:`distil.hardware`)."""
+    return resolve_dtype(cfg.dtype, "cpu" if _cpu_platform() else "cuda", what="engine")
+
+
 def _engine_args(cfg: EngineConfig):
     from vllm import AsyncEngineArgs
 
     kwargs: dict[str, Any] = dict(
         model=cfg.model,
-        dtype=cfg.dtype,
+        dtype=engine_dtype(cfg),
         max_model_len=cfg.max_model_len,
         max_num_seqs=cfg.max_num_seqs,
         max_logprobs=cfg.max_logprobs,

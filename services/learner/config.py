@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.learner.lora import LoraSettings
@@ -34,6 +36,14 @@ class TrainConfig(BaseModel):
     )
     cpu_threads: int | None = Field(
         default=None, gt=0, description="Torch threads per CPU rank; None = the usable cores / ranks."
+    )
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description=(
+            "Compute dtype over fp32 master weights (autocast on one rank, FSDP2 mixed precision on "
+            "several). auto: bfloat16 on a GPU with bf16, float32 on CPU (the measured CPU results are "
+            "fp32; bfloat16 on a CPU without native bf16 is emulated and warned about)."
+        ),
     )
     max_nonfinite_steps: int = Field(default=3, ge=1, description="Fail the job after this many in a row.")
     lora: LoraSettings | None = Field(default=None, description="None = full fine-tuning (default).")

@@ -50,14 +50,14 @@ def transformer_blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
     return list(layers)
 
 
-def shard_policy(policy: torch.nn.Module, *, bf16: bool | None = None) -> torch.nn.Module:
+def shard_policy(policy: torch.nn.Module, *, param_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Apply FSDP2 to the learner's policy in place: each block, then the root.
 
-    bf16 compute with fp32 master weights on GPU; fp32 on CPU (``bf16=None`` picks by device).
+    Compute in ``param_dtype`` over fp32 master weights, gradients reduced in fp32 (None or
+    float32: plain fp32). The caller resolves it (``distil.hardware.learner_dtype``).
     """
-    if bf16 is None:
-        bf16 = torch.cuda.is_available()
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    low = param_dtype not in (None, torch.float32)
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if low else None
     kwargs = {"mp_policy": mp} if mp is not None else {}
     for block in transformer_blocks(policy.model):
         fully_shard(block, **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from distil.hardware import learner_dtype, torch_dtype
 from distil.losses import StudentLogprobs, chunked_student_logprobs
 from services.learner.config import TrainConfig
 from services.learner.distributed import Topology, shard_policy
@@ -60,8 +61,9 @@ class PolicyLogprobs(torch.nn.Module):
 
 def training_policy(model: torch.nn.Module, train: TrainConfig, topo: Topology) -> PolicyLogprobs:
     """The policy a rank trains, from a model already on the rank's device: activation
-    checkpointing if configured, training mode, then FSDP2 across several ranks, or bf16
-    autocast over the fp32 weights on a single GPU rank (fp32 on CPU)."""
+    checkpointing if configured, training mode, then FSDP2 across several ranks, or autocast
+    over the fp32 weights on a single rank, in ``train.dtype`` resolved for the device
+    (``distil.hardware.learner_dtype``: bf16 on a GPU with bf16, fp32 on CPU by default)."""
     if train.activation_checkpointing:
         # Non-reentrant: works with FSDP2 and with LoRA's frozen base (inputs need no grad).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -70,8 +72,10 @@ def training_policy(model: torch.nn.Module, train: TrainConfig, topo: Topology) 
     policy = PolicyLogprobs(
         model, chunk_size=train.logits_chunk, keep_logits_bytes=train.logits_keep_mb * 2**20
     )
+    device = next(model.parameters()).device.type
+    compute = torch_dtype(learner_dtype(train.dtype, "cuda" if device == "cuda" else "cpu"))
     if topo.distributed:
-        shard_policy(policy)
-    elif next(model.parameters()).device.type == "cuda":
-        policy.autocast_dtype = torch.bfloat16
+        shard_policy(policy, param_dtype=compute)
+    elif compute != torch.float32:
+        policy.autocast_dtype = compute
     return policy
