@@ -86,3 +86,24 @@ class SamplingConfig(BaseModel):
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = Field(False, description="keep sampling past end-of-sequence (benchmarks)")
+
+
+def training_sampling_errors(sampling: SamplingConfig) -> dict[str, str]:
+    """Sampling settings a *training* rollout must not use, by field, with why (empty: fine).
+
+    vLLM's processed log-probs after top-p / top-k are renormalised over the kept tokens; the
+    learner re-applies only the temperature, so its log-prob of every sampled token is lower
+    and every importance ratio is biased below 1 (GRPO's clip then zeroes the
+    negative-advantage tokens). Evaluation may truncate (``evaluation.top_p``).
+    """
+    why = (
+        "training rollouts must sample the whole tempered distribution: vLLM renormalises its "
+        "log-probs over the tokens {what} keeps, the learner applies only the temperature, so every "
+        "importance ratio would be biased below 1; set {ok} (truncate in evaluation only)"
+    )
+    out = {}
+    if sampling.top_p < 1.0:
+        out["top_p"] = why.format(what="top-p", ok="1.0")
+    if sampling.top_k > 0:
+        out["top_k"] = why.format(what="top-k", ok="0 (off)")
+    return out

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distil.engine.config import EngineConfig
+from distil.engine.config import EngineConfig, training_sampling_errors
 from distil.jobs.spec import JobSpec, SpecError, field_errors
 from distil.losses.registry import objective_class
 from services.feedback.sources import SourceConfig
@@ -94,6 +94,8 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
     obj = objective_class(spec.objective.name)
     if spec.objective.name == "grpo" and spec.rollout.n < 2:
         errors.append({"loc": "rollout.n", "msg": "GRPO needs at least 2 responses per prompt"})
+    for name, msg in training_sampling_errors(spec.rollout).items():
+        errors.append({"loc": f"rollout.{name}", "msg": msg, "type": "training_sampling"})
     if obj.needs_teacher and feedback is not None and feedback.sources == []:
         errors.append(
             {"loc": "feedback.sources", "msg": f"objective {spec.objective.name!r} needs at least one source"}

@@ -6,10 +6,11 @@ import json
 import zlib
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distil.bus import Group, Response
 from distil.engine import EngineConfig, SamplingConfig
+from distil.engine.config import training_sampling_errors
 from distil.engine.runner import EngineRunner
 from distil.timeline import timed
 
@@ -25,6 +26,14 @@ class RolloutConfig(BaseModel):
     unverified_wait_s: float = Field(
         600.0, gt=0, description="after a failed weight verification, how long groups wait for a good update"
     )
+
+    @field_validator("sampling")
+    @classmethod
+    def _full_distribution(cls, v: SamplingConfig) -> SamplingConfig:
+        # These samples are trained on; evaluation samples through /v1/completions instead.
+        if errors := training_sampling_errors(v):
+            raise ValueError("; ".join(f"sampling.{name}: {msg}" for name, msg in errors.items()))
+        return v
 
 
 def group_prompt(group: Group) -> list[int] | list[dict[str, str]]:
