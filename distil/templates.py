@@ -35,7 +35,7 @@ class TemplateConfig(BaseModel):
     # By default environment feedback is used only when no solution is available.
     feedback_only_without_solution: bool = True
     strip_thinking: bool = True
-    enable_thinking: bool = False
+    enable_thinking: bool = False  # a job sets it from its top-level enable_thinking
 
 
 def strip_think(text: str) -> str:
@@ -101,6 +101,23 @@ class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
 
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+
+def chat_prompt_ids(
+    tokenizer: ChatTokenizer, messages: Sequence[dict[str, str]], *, enable_thinking: bool
+) -> list[int]:
+    """Token ids of chat messages through the chat template with the generation prompt, as the
+    rollout engine renders a prompt. ``enable_thinking`` is always passed: templates that know
+    the switch (Qwen3) think when it is left out."""
+    ids = tokenizer.apply_chat_template(
+        [dict(m) for m in messages],
+        add_generation_prompt=True,
+        tokenize=True,
+        enable_thinking=enable_thinking,
+    )
+    if hasattr(ids, "keys"):  # a BatchEncoding (transformers >= 5)
+        ids = ids["input_ids"]
+    return [int(t) for t in ids]
 
 
 @dataclass(frozen=True)

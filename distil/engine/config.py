@@ -45,7 +45,10 @@ class EngineConfig(BaseModel):
     enforce_eager: bool = Field(False, description="skip graph compilation: fast start, slower steps")
     enable_prefix_caching: bool = True
     seed: int = 0
-    enable_thinking: bool = Field(False, description="chat template's thinking switch")
+    enable_thinking: bool = Field(
+        False,
+        description="chat template's thinking switch (a job sets it from its top-level enable_thinking)",
+    )
     overlong_prompt: Literal["error", "truncate_left"] = Field(
         "error", description="a prompt that leaves no room to generate: refuse it, or cut its start"
     )

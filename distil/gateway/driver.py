@@ -490,6 +490,7 @@ class JobDriver:
         """avg@k, pass@k, maj@k, best@k on the held-out split, sampled by the rollout service's
         current policy and graded on the private tests."""
         from distil.metrics import ProblemResult, summarize
+        from distil.templates import chat_prompt_ids
 
         ev = spec.evaluation
         tokenizer = _tokenizer(model_dir)
@@ -500,11 +501,10 @@ class JobDriver:
                 raise JobFailure(
                     f"evaluation at step {step} took longer than timeouts.eval_s ({spec.timeouts.eval_s:.0f}s)"
                 )
-            ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": task.prompt}], add_generation_prompt=True, tokenize=True
+            # The rollouts' prompt for this task (one user turn), with the job's thinking switch.
+            ids = chat_prompt_ids(
+                tokenizer, [{"role": "user", "content": task.prompt}], enable_thinking=spec.enable_thinking
             )
-            if hasattr(ids, "keys"):  # a BatchEncoding (transformers >= 5)
-                ids = ids["input_ids"]
             remaining = max(1.0, deadline - time.monotonic())
             choices = self.stages.generate(self.job_id, list(ids), n=ev.k, temperature=ev.temperature,
                                            top_p=ev.top_p, max_tokens=ev.max_tokens, seed=spec.seed,

@@ -62,7 +62,13 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
     errors: list[dict[str, str]] = []
     if "model" in spec.engine:
         errors.append({"loc": "engine.model", "msg": "set the model at the top level ('model')"})
-    engine = _check("engine", EngineConfig, {**spec.engine, "model": spec.model}, errors)
+    errors.extend(_thinking_errors(spec))
+    engine = _check(
+        "engine",
+        EngineConfig,
+        {**spec.engine, "model": spec.model, "enable_thinking": spec.enable_thinking},
+        errors,
+    )
     box = _check("", _TeacherBox, {"teacher": spec.teacher}, errors)
     feedback = _check("feedback", FeedbackSection, spec.feedback, errors)
     training = _check("training", TrainConfig, spec.training, errors)
@@ -73,7 +79,7 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
     )
     for e in errors:  # _TeacherBox paths start with an empty section
         e["loc"] = e["loc"].lstrip(".")
-    teacher = box.teacher if box is not None else None
+    teacher = _with_thinking(box.teacher, spec.enable_thinking) if box is not None else None
     if teacher is not None:
         try:
             check_teacher_objective(teacher, spec.objective.name)
@@ -121,6 +127,40 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
     return spec, TypedSections(
         engine=engine, teacher=teacher, feedback=feedback, training=training, learner=learner
     )
+
+
+def _thinking_errors(spec: JobSpec) -> list[dict[str, str]]:
+    """Thinking is one job setting: the sections with a switch of their own may not set it,
+    or rollouts, teacher contexts and evaluation prompts could be rendered differently."""
+    found = ["engine.enable_thinking"] if "enable_thinking" in spec.engine else []
+    teacher = spec.teacher if isinstance(spec.teacher, dict) else {}
+    scorer = teacher.get("scorer")
+    for prefix, section in (
+        ("teacher", teacher),
+        ("teacher.scorer", scorer if isinstance(scorer, dict) else {}),
+    ):
+        for key in ("template", "engine"):
+            sub = section.get(key)
+            if isinstance(sub, dict) and "enable_thinking" in sub:
+                found.append(f"{prefix}.{key}.enable_thinking")
+    msg = (
+        "set thinking once, at the top level ('enable_thinking'): it renders the rollouts, "
+        "the teacher contexts and the evaluation prompts alike"
+    )
+    return [{"loc": loc, "msg": msg, "type": "thinking"} for loc in found]
+
+
+def _with_thinking(teacher, enable_thinking: bool):
+    """The teacher config with the job's thinking switch in its template (and its engine's and
+    its scorer's, where it has them)."""
+    update: dict[str, Any] = {
+        "template": teacher.template.model_copy(update={"enable_thinking": enable_thinking})
+    }
+    if getattr(teacher, "engine", None) is not None:
+        update["engine"] = teacher.engine.model_copy(update={"enable_thinking": enable_thinking})
+    if teacher.kind == "black_box":
+        update["scorer"] = _with_thinking(teacher.scorer, enable_thinking)
+    return teacher.model_copy(update=update)
 
 
 def _tensor_parallel_errors(spec: JobSpec, engine: EngineConfig | None, teacher) -> list[dict[str, str]]:

@@ -152,6 +152,11 @@ class JobSpec(BaseModel):
         default_factory=lambda: SamplingConfig(n=8, temperature=1.0, max_tokens=512),
         description="G = rollout.n responses per prompt (Table 3: 8, temperature 1.0).",
     )
+    enable_thinking: bool = Field(
+        default=False,
+        description="the chat template's thinking switch for every prompt of the job: rollouts, teacher "
+        "contexts and evaluation (one setting, so the model is evaluated as it was trained).",
+    )
     steps: int = Field(default=100, ge=1, description="training steps (optimizer updates).")
     epochs: int | None = Field(
         default=None, ge=1, description="stop feeding after this many passes over the data; None = as needed."
