@@ -58,10 +58,10 @@ def eval_events(client, job_id: str) -> list[dict]:
     return sorted(out, key=lambda e: e["step"])
 
 
-def run(client, spec: dict, console: Console, timeout_s: float = 3600.0) -> dict:
+def run(client, spec: dict, console: Console) -> dict:
     t0 = time.monotonic()
     job_id = client.request("POST", "/v1/jobs", json=spec)["id"]
-    job = follow(client, job_id, spec["steps"], console, timeout_s)
+    job = follow(client, job_id, spec["steps"], console)
     if job["state"] != "completed":
         raise RuntimeError(f"job {job_id} ({spec['name']}) {job['state']}: {job.get('reason')}")
     points = client.request("GET", f"/v1/jobs/{job_id}/metrics")["points"]

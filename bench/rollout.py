@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from timing import BusStagePath, humaneval_rows, interleaved_rounds, machine, raw_llm
+from timing import BusStagePath, humaneval_rows, interleaved_rounds, machine, raw_llm, resolved_engine_dtype
 
 WORKDIR_MODEL = "smollm2-135m-instruct"
 
@@ -29,7 +29,7 @@ def humaneval_prompts(n: int) -> list[str]:
 def engine_args(model: str, args) -> dict:
     return dict(
         model=model,
-        dtype="auto",
+        dtype=args.dtype,
         max_model_len=1024,
         max_num_seqs=64,
         max_logprobs=20,
@@ -133,6 +133,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                   help="engine dtype for both paths (auto: bf16 only where this CPU runs it natively)")  # fmt: skip
     p.add_argument("--compiled", action="store_true", help="let vLLM compile (slow start, faster steps)")
     p.add_argument("--skip-hf", action="store_true")
     args = p.parse_args()
@@ -143,7 +145,7 @@ def main() -> None:
     prompts = humaneval_prompts(args.prompts)
     print(
         f"model {args.model}; {args.prompts} HumanEval prompts x n={args.n} x {args.max_tokens} tokens; "
-        f"{'compiled' if args.compiled else 'enforce_eager'}; {machine()}",
+        f"{'compiled' if args.compiled else 'enforce_eager'}; dtype {resolved_engine_dtype(args.dtype)}; {machine()}",
         flush=True,
     )
     svc_path = ServicePath(model, args)

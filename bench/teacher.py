@@ -21,7 +21,7 @@ import statistics
 import time
 
 import numpy as np
-from timing import BusStagePath, humaneval_rows, interleaved_rounds, machine, raw_llm
+from timing import BusStagePath, humaneval_rows, interleaved_rounds, machine, raw_llm, resolved_engine_dtype
 
 
 def make_groups(job: str, rows: list[dict], g: int, tok):
@@ -46,7 +46,7 @@ def make_groups(job: str, rows: list[dict], g: int, tok):
 def engine_kwargs(model: str, args) -> dict:
     return dict(
         model=model,
-        dtype="auto",
+        dtype=args.dtype,
         max_model_len=2048,
         max_num_seqs=64,
         max_logprobs=args.k,
@@ -153,6 +153,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--updates", type=int, default=3)
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                   help="engine dtype for both paths (auto: bf16 only where this CPU runs it natively)")  # fmt: skip
     p.add_argument("--compiled", action="store_true")
     args = p.parse_args()
 
@@ -162,7 +164,7 @@ def main() -> None:
     rows = humaneval_rows(args.groups)
     print(
         f"model {args.model}; {args.groups} groups x {args.g} responses, top-{args.k}; "
-        f"{'compiled' if args.compiled else 'enforce_eager'}; {machine()}",
+        f"{'compiled' if args.compiled else 'enforce_eager'}; dtype {resolved_engine_dtype(args.dtype)}; {machine()}",
         flush=True,
     )
     svc_path = ServicePath(model, rows, args)

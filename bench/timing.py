@@ -16,7 +16,19 @@ from collections.abc import Callable
 
 
 def machine() -> str:
-    return f"{platform.node()} {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}"
+    """CPU model, cores, torch's CPU capability and native bf16 (every RESULTS.md row names
+    them: a number holds only for the hardware it was measured on), and the load."""
+    from distil.hardware import detect
+
+    return f"{platform.node()}: {detect().describe()}, load average {os.getloadavg()[0]:.1f}"
+
+
+def resolved_engine_dtype(requested: str) -> str:
+    """What the engines of both paths run in (``--dtype``, ``auto`` resolved for this machine)."""
+    from distil.engine.config import EngineConfig
+    from distil.engine.engine import engine_dtype
+
+    return engine_dtype(EngineConfig(model="-", dtype=requested))
 
 
 def humaneval_rows(n: int) -> list[dict]:

@@ -29,6 +29,23 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def doctor(
+    bench: Annotated[
+        bool, typer.Option(help="run the ~20 s micro-benchmark and estimate the demo's time")
+    ] = True,
+    model: Annotated[str, typer.Option(help="model the micro-benchmark times")] = "smollm2-135m-instruct",
+) -> None:
+    """What this machine is and what each part will run in: CPU capability, native bf16,
+    the dtype of every engine and the learner, cores, memory, sandbox isolation, and how
+    long `make demo` should take here."""
+    from rich.console import Console
+
+    from distil.doctor import micro_benchmark, print_report
+
+    print_report(Console(), micro_benchmark(model) if bench else None)
+
+
 @app.command("exec")
 def exec_(
     program: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Python program to run")],

@@ -111,6 +111,17 @@ def steady_state(records: list[dict]) -> tuple[dict[str, list[Interval]], Interv
     return spans, (first, last)
 
 
+def busiest(records: list[dict]) -> tuple[str, float] | None:
+    """The compute stage with the most busy time per recorded step, and those seconds (over
+    every span so far, the first step's included: what a stall message names)."""
+    spans, _ = steady_state(records) if records else ({}, (0.0, 0.0))
+    per_step = {s: length(spans.get(s, [])) / len(records) for s in COMPUTE_STAGES if spans.get(s)}
+    if not per_step:
+        return None
+    stage = max(per_step, key=per_step.__getitem__)
+    return stage, per_step[stage]
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m distil.timeline JOB_ID|PATH``: the step-time breakdown of a job."""
     import argparse

@@ -73,14 +73,17 @@ class GatewayClient:
                 if r.status_code >= 400:
                     r.read()
                     self._check(r)
-                kind, data = "message", ""
+                kind, data, seq = "message", "", None
                 for line in r.iter_lines():
-                    if line.startswith("event: "):
+                    if line.startswith("id: "):
+                        seq = int(line[4:]) if line[4:].isdigit() else None
+                    elif line.startswith("event: "):
                         kind = line[7:]
                     elif line.startswith("data: "):
                         data = line[6:]
                     elif not line and data:
-                        yield kind, json.loads(data)
-                        kind, data = "message", ""
+                        # each event's data, with its sequence number (resume with after=seq)
+                        yield kind, json.loads(data) | ({"seq": seq} if seq is not None else {})
+                        kind, data, seq = "message", "", None
         except httpx.TransportError as exc:
             raise GatewayError(f"lost the event stream of {job_id}: {exc}") from exc

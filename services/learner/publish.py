@@ -103,11 +103,25 @@ class RayObjectStoreTransport(WeightTransport):
     Receivers get the tensors as a dict (Ray resolves the top-level object ref of an actor
     call); a receiver behind a Serve handle may get the ``ObjectRef`` itself and should
     ``ray.get`` it.
+
+    Full weights travel in the dtype the receivers hold them in (asked once per target with
+    ``weight_dtype()``; a receiver without that method gets the learner's dtype): a bf16
+    engine gets bf16 from an fp32 learner, half the bytes, and casts nothing itself.
     """
 
     def __init__(self, receivers: Mapping[Target, Sequence[Any]], timeout_s: float = 600.0):
         self.receivers = {k: list(v) for k, v in receivers.items()}
         self.timeout_s = timeout_s
+        self._dtypes: dict[Target, torch.dtype | None] = {}
+
+    def receiver_dtype(self, target: Target) -> torch.dtype | None:
+        """The float dtype ``target``'s receivers hold weights in; None when they do not say
+        (or disagree), and then tensors go as the learner holds them."""
+        if target not in self._dtypes:
+            names = {_ask_dtype(h, self.timeout_s) for h in self.receivers.get(target, [])}
+            name = names.pop() if len(names) == 1 else None
+            self._dtypes[target] = getattr(torch, name) if name in _FLOAT_DTYPES else None
+        return self._dtypes[target]
 
     def send(self, update: WeightUpdate) -> list[Any]:
         import ray
@@ -116,6 +130,9 @@ class RayObjectStoreTransport(WeightTransport):
         if not handles:
             return []
         tensors = {k: v.detach().cpu() for k, v in update.tensors.items()}
+        dtype = self.receiver_dtype(update.target) if update.kind == "full" else None
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         if update.kind == "lora":
             assert update.lora_config is not None
             ref = ray.put(LoraAdapter(tensors=tensors, config=update.lora_config))
@@ -146,3 +163,19 @@ class RayObjectStoreTransport(WeightTransport):
                     f"{update.target} weights version {update.version}: receiver {i} of {len(handles)} failed: {exc}"
                 ) from exc
         return results
+
+
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _ask_dtype(handle: Any, timeout_s: float) -> str | None:
+    """``handle.weight_dtype()`` (a Ray actor or a Serve handle), or None where it has none."""
+    import ray
+
+    try:
+        call = handle.weight_dtype.remote()
+        return (
+            call.result(timeout_s=timeout_s) if hasattr(call, "result") else ray.get(call, timeout=timeout_s)
+        )
+    except Exception:  # no such method, or an older receiver: send as the learner holds them
+        return None

@@ -174,6 +174,10 @@ class RolloutDeployment:
     async def policy_version(self) -> int:
         return self.runner.version
 
+    async def weight_dtype(self) -> str:
+        """The dtype this engine holds its weights in, so the learner sends them in it."""
+        return str(self.runner.engine.dtype).removeprefix("torch.")
+
     def __del__(self) -> None:
         self.stop.set()
         if self.thread is not None:

@@ -113,6 +113,12 @@ class TeacherDeployment:
         named_tensors = await resolve_tensors(named_tensors)
         return await self.teacher.update_weights(named_tensors, version, probe)
 
+    async def weight_dtype(self) -> str | None:
+        """The dtype the teacher's engine holds weights in (None: the teacher takes no weights)."""
+        runner = getattr(self.teacher, "runner", None)
+        engine = getattr(runner, "engine", None)
+        return str(engine.dtype).removeprefix("torch.") if engine is not None else None
+
     def __del__(self) -> None:
         self.stop.set()
         if self.thread is not None:
