@@ -18,7 +18,7 @@ from services.feedback.sources import SourceConfig
 from services.learner.config import TrainConfig
 from services.learner.stage import StageConfig
 from services.teacher.config import SelfEMATeacherConfig, TeacherConfig
-from services.teacher.support import check_teacher_objective
+from services.teacher.support import TeacherObjectiveMismatch, check_teacher_objective, objective_for_teacher
 
 
 class FeedbackSection(BaseModel):
@@ -85,6 +85,10 @@ def validate_spec(document: dict[str, Any]) -> tuple[JobSpec, TypedSections]:
             check_teacher_objective(teacher, spec.objective.name)
         except ValueError as exc:
             errors.append({"loc": "teacher.kind", "msg": str(exc), "type": "incompatible"})
+        try:  # teacher_samples follows from the teacher kind (#22 item 9)
+            spec = spec.model_copy(update={"objective": objective_for_teacher(teacher, spec.objective)})
+        except TeacherObjectiveMismatch as exc:
+            errors.append({"loc": f"objective.{exc.field}", "msg": str(exc), "type": "incompatible"})
         if (
             training is not None
             and isinstance(teacher, SelfEMATeacherConfig)

@@ -97,7 +97,12 @@ class DistIL(Objective):
             "ce_mean": masked_mean(ce.detach(), mask),
             **is_metrics(ratio, mask, cfg),
         }
-        if not cfg.teacher_samples:  # with samples lp_t holds 1/K weights, not the teacher's log-probs
+        if cfg.teacher_samples:
+            # lp_t holds 1/K sample weights, not the teacher's log-probs: KL(pi_T || pi) =
+            # CE - H(pi_T) needs the teacher's entropy, which samples do not give. Not defined:
+            # not reported, and this flag says why (NaN would not survive the JSON metrics).
+            metrics["teacher_samples"] = 1.0
+        else:
             with torch.no_grad():
                 metrics["kl_teacher_student"] = masked_mean((p_t * (lp_t - lp_s)).sum(-1), mask)
         return loss, metrics
