@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from math import comb
@@ -51,20 +51,41 @@ def best_at_k(scores: Sequence[float], k: int) -> float:
     return sum(s * comb(i, k - 1) for i, s in enumerate(ordered) if i >= k - 1) / total
 
 
-def _majority_score(answers: Sequence[Hashable], scores: Sequence[float], idx: Sequence[int]) -> float:
-    counts = Counter(answers[i] for i in idx)
-    top = max(counts.values())
-    # Ties: the answer that appears first among the chosen samples wins (deterministic).
-    winner = next(answers[i] for i in idx if counts[answers[i]] == top)
-    return next(scores[i] for i in idx if answers[i] == winner)
+def majority_score(keys: Sequence[Hashable | None], scores: Sequence[float]) -> float:
+    """The score that majority voting over these samples earns.
+
+    ``keys[i]`` is sample i's answer as its verifier extracted it (``Grade.answer_key``:
+    the normalised final answer, the chosen letter, for code a digest of the behaviour on
+    the tests), so samples that give the same answer in different words vote together;
+    ``None`` means no answer was found and the sample does not vote. The answer with the
+    most votes wins; among answers tied for the most votes, the one whose samples have the
+    highest mean score wins (issue #22 item 7; this reads the scores, so a tie counts as
+    the best of the tied answers, not a coin flip). The result is the winner's mean score (its
+    samples share one answer, so for a verifier's score they share one value). If no sample
+    votes, the result is the mean score of all of them (0 when "no answer" scores 0).
+    Independent of the samples' order.
+    """
+    if len(keys) != len(scores):
+        raise ValueError(f"keys has {len(keys)} entries but scores has {len(scores)}")
+    if not scores:
+        raise ValueError("majority voting needs at least one sample")
+    groups: dict[Hashable, list[float]] = defaultdict(list)
+    for key, score in zip(keys, scores, strict=True):
+        if key is not None:
+            groups[key].append(score)
+    if not groups:
+        return sum(scores) / len(scores)
+    top = max(len(v) for v in groups.values())
+    # Most votes, then the highest mean score; answers equal on both give the same result.
+    return max(sum(v) / len(v) for v in groups.values() if len(v) == top)
 
 
-def maj_at_k(answers: Sequence[Hashable], scores: Sequence[float], k: int, *, seed: int = 0) -> float:
-    """Expected score of the majority answer among a random k-subset of the samples.
+def maj_at_k(answers: Sequence[Hashable | None], scores: Sequence[float], k: int, *, seed: int = 0) -> float:
+    """Expected ``majority_score`` of a random k-subset of the samples.
 
-    ``answers`` are the samples' final answers (or, for code, e.g. their outputs on the
-    tests); ``scores`` their scores. Exact over all subsets when there are at most
-    20,000 of them, else a seeded Monte-Carlo estimate over 5,000 subsets.
+    ``answers`` are the samples' answer keys (``None``: no answer, no vote); ``scores``
+    their scores. Exact over all subsets when there are at most 20,000 of them, else a
+    seeded Monte-Carlo estimate over 5,000 subsets.
     """
     n = len(answers)
     if len(scores) != n:
@@ -75,16 +96,18 @@ def maj_at_k(answers: Sequence[Hashable], scores: Sequence[float], k: int, *, se
     else:
         rng = random.Random(seed)
         subsets = [sorted(rng.sample(range(n), k)) for _ in range(_MAJ_SAMPLES)]
-    return sum(_majority_score(answers, scores, s) for s in subsets) / len(subsets)
+    total = sum(majority_score([answers[i] for i in s], [scores[i] for i in s]) for s in subsets)
+    return total / len(subsets)
 
 
 @dataclass(frozen=True)
 class ProblemResult:
-    """One problem's n samples: score (all tests pass), accuracy (fraction passed), answer key."""
+    """One problem's n samples: score (all tests pass), accuracy (fraction passed), answer
+    keys for maj@k (``Grade.answer_key``; ``None`` for a sample without an answer)."""
 
     scores: Sequence[float]
     accuracies: Sequence[float] | None = None
-    answers: Sequence[Hashable] | None = None
+    answers: Sequence[Hashable | None] | None = None
 
 
 def summarize(problems: Sequence[ProblemResult], ks: Sequence[int]) -> dict[str, float]:

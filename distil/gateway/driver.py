@@ -515,7 +515,8 @@ class JobDriver:
             return ProblemResult(
                 scores=[1.0 if g["success"] else 0.0 for g in grades],
                 accuracies=[g["fraction"] for g in grades],
-                answers=[" ".join(t.split()) for t in texts],
+                # maj@k votes on the verifier's answer key, not the text (#22 item 7).
+                answers=[g["answer_key"] for g in grades],
             )
 
         # All problems at once, so the engine batches them (continuous batching) instead of

@@ -55,19 +55,27 @@ class FeedbackJobWorker:
     def grade(
         self, task: dict[str, Any], responses: list[str], truncated: list[bool]
     ) -> list[dict[str, Any]]:
-        """Grade evaluation samples on the private split: reward, success, fraction of tests passed."""
-        from distil.data import Task
-
-        result = self.grader.grade_group(
-            Task.model_validate(task), responses, split="private", truncated=truncated, sources=[]
-        )
-        return [
-            {"reward": r.reward, "success": r.success, "fraction": r.fraction_passed}
-            for r in result.responses
-        ]
+        """Grade evaluation samples on the private split (``grade_samples``)."""
+        return grade_samples(self.grader, task, responses, truncated)
 
     def shutdown(self) -> None:
         self.stop.set()
         self.thread.join(timeout=30)
         self.grader.close()
         self.bus.close()
+
+
+def grade_samples(
+    grader: Any, task: dict[str, Any], responses: list[str], truncated: list[bool]
+) -> list[dict[str, Any]]:
+    """Per evaluation sample, graded on the private split: reward, success, fraction of tests
+    passed and ``answer_key`` (what maj@k votes on; None when no answer was found)."""
+    from distil.data import Task
+
+    result = grader.grade_group(
+        Task.model_validate(task), responses, split="private", truncated=truncated, sources=[]
+    )
+    return [
+        {"reward": r.reward, "success": r.success, "fraction": r.fraction_passed, "answer_key": r.answer_key}
+        for r in result.responses
+    ]

@@ -20,6 +20,7 @@ class ResponseFeedback(BaseModel):
     fraction_passed: float = 0.0
     tests: list[TestOutcome] = []
     format_error: str | None = None
+    answer_key: str | None = None  # Grade.answer_key: what maj@k votes on
     feedback: str | None = None  # combined feedback text (environment, external), or None
     solution: str | None = None  # a demonstration (successful sibling or reference), or None
     texts: dict[str, str] = {}  # what each source contributed, by source kind
@@ -34,6 +35,7 @@ class ResponseFeedback(BaseModel):
             fraction_passed=grade.fraction_passed,
             tests=grade.tests,
             format_error=grade.format_error,
+            answer_key=grade.answer_key,
         )
 
 

@@ -4,6 +4,7 @@ one sandbox run per test (each timed separately), and compares in the trusted pa
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from typing import Literal
@@ -80,6 +81,19 @@ def _entry_points(tests: list[StdioTest | CallTest | CheckTest]) -> list[str]:
     return names
 
 
+def behaviour_key(outcomes: list[TestOutcome]) -> str:
+    """What maj@k votes on for code: the behaviour on the tests. Per test the verdict, and
+    for a wrong answer what it output (stripped lines) and why it failed; a crash, timeout
+    or limit counts as one behaviour whatever it printed. A digest, so keys stay short."""
+    per_test = [
+        [o.status, [line.strip() for line in o.output.strip().splitlines()], o.error]
+        if o.status == "WA"
+        else [o.status]
+        for o in outcomes
+    ]
+    return hashlib.sha256(json.dumps(per_test).encode()).hexdigest()[:32]
+
+
 def _show(value: object) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
@@ -117,6 +131,7 @@ class CodeVerifier:
             tests=outcomes,
             feedback=None if success else build_feedback(outcomes, cfg=cfg.feedback),
             extracted=extracted.code,
+            answer_key=behaviour_key(outcomes),
         )
 
     # -- one test -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ parser in math_expr; model text is never evaluated as Python)."""
 
 from __future__ import annotations
 
+import cmath
 import re
 
 import sympy
@@ -121,6 +122,21 @@ def answers_equal(got: str, want: str, rel_tol: float = 1e-6) -> bool:
     return _equal_one(a, b, rel_tol)
 
 
+def answer_key(answer: str) -> str:
+    """What maj@k votes on: the normalised answer; a number by its value (10 significant
+    digits), so "0.5", "1/2" and "\\frac{1}{2}" vote together."""
+    key = normalise(answer)
+    try:
+        x = parse_answer(key)
+        if x.is_number:
+            v = complex(sympy.N(x, 15))
+            if cmath.isfinite(v):
+                return f"={v.real:.10g}" if v.imag == 0 else f"={v.real:.10g}{v.imag:+.10g}j"
+    except (ValueError, TypeError, ArithmeticError, RecursionError, AttributeError):
+        pass  # not a number sympy can evaluate: the normalised text
+    return key
+
+
 class MathVerifier:
     def __init__(self, config: MathVerifierConfig | None = None) -> None:
         self.config = config or MathVerifierConfig()
@@ -147,4 +163,6 @@ class MathVerifier:
             tests=[outcome],
             feedback=None if ok else f"Your final answer {answer} is incorrect.",
             extracted=answer,
+            # Every correct answer equals the reference, so all of them vote together.
+            answer_key=answer_key(task.answer if ok else answer),
         )

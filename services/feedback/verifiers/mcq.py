@@ -55,4 +55,5 @@ class MultipleChoiceVerifier:
             ],
             feedback=None if ok else f"You chose ({got}), which is incorrect.",
             extracted=got,
+            answer_key=got,
         )

@@ -37,6 +37,9 @@ class Grade(BaseModel):
     feedback: str | None = None  # environment feedback text (None when everything passed)
     format_error: str | None = None  # no code block / cut off / no answer found
     extracted: str | None = None  # the code or answer that was graded
+    # What maj@k votes on: responses with equal keys gave the same answer (the normalised
+    # final answer, the letter, for code the behaviour on the tests); None: no answer found.
+    answer_key: str | None = None
 
 
 class Verifier(Protocol):
