@@ -122,6 +122,23 @@ def busiest(records: list[dict]) -> tuple[str, float] | None:
     return stage, per_step[stage]
 
 
+def job_timeline(job_id: str) -> Path:
+    from distil.paths import data_dir
+
+    return data_dir() / "jobs" / job_id / "timeline.jsonl"
+
+
+def slowest_note(path: Path) -> str:
+    """A clause for a stall or timeout message: the busiest stage so far, from ``path``."""
+    try:
+        found = busiest(load(path)) if path.is_file() else None
+    except (ValueError, KeyError, IndexError):  # a timeline being written or from an odd job
+        found = None
+    if found is None:
+        return "no step has trained yet"
+    return f"slowest stage so far: {found[0]} at {found[1]:.1f} busy s/step"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m distil.timeline JOB_ID|PATH``: the step-time breakdown of a job."""
     import argparse
@@ -129,12 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from distil.paths import data_dir
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("job", help="a job id (reads <data_dir>/jobs/<id>/timeline.jsonl) or a timeline file")
     args = ap.parse_args(argv)
-    path = Path(args.job) if Path(args.job).is_file() else data_dir() / "jobs" / args.job / "timeline.jsonl"
+    path = Path(args.job) if Path(args.job).is_file() else job_timeline(args.job)
     if not path.is_file():
         raise SystemExit(f"no timeline at {path}: is the job id right, and has it trained a step?")
     records = load(path)

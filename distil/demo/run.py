@@ -25,6 +25,7 @@ from distil.demo.tasks import make_split
 from distil.demo.watch import StallWatch, awaited, first_budget, stall_message
 from distil.hardware import detect
 from distil.paths import data_dir
+from distil.timeline import job_timeline
 
 DEMO_ENGINE = {"enforce_eager": True, "kv_cache_gib": 0.5, "max_model_len": 512, "max_logprobs": 20}
 # DistIL's future-credit term is a score-function estimate; with 4 samples per prompt and a
@@ -118,7 +119,7 @@ def follow(client, job_id: str, steps: int, console: Console, watch: StallWatch 
     within ``watch``'s limit, naming what it waited for and the slowest stage."""
     watch = watch or StallWatch(time.monotonic())
     failures = failures if failures is not None else []
-    timeline = data_dir() / "jobs" / job_id / "timeline.jsonl"
+    timeline = job_timeline(job_id)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())  # fmt: skip
     seq, step, evals = 0, 0, 0

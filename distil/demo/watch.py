@@ -65,11 +65,7 @@ def stall_message(job_id: str, what: str, waited_s: float, watch: StallWatch, ti
 
     basis = (f"{watch.factor:.0f}x the longest wait so far ({watch.longest:.0f}s)" if watch.longest
              else "the estimate for this machine (distil doctor)")  # fmt: skip
-    slow = "no step has trained yet"
-    if timeline.is_file():
-        busiest = tl.busiest(tl.load(timeline))
-        if busiest is not None:
-            slow = f"slowest stage so far: {busiest[0]} at {busiest[1]:.1f} busy s/step"
+    slow = tl.slowest_note(timeline)
     return (
         f"job {job_id}: waited {waited_s:.0f}s for {what}, past the limit of {watch.limit():.0f}s "
         f"({basis}); {slow}; this machine: {(hw or detect()).describe()}. "

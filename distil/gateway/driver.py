@@ -304,9 +304,10 @@ class JobDriver:
             limit = spec.timeouts.first_step_s if step == 0 else spec.timeouts.step_s
             if now - last_event > limit:
                 raise JobFailure(
-                    f"waited {limit:.0f}s for the learner's {'first ' if step == 0 else 'next '}step event "
-                    f"(after step {step}); backlog: "
+                    f"waited {limit:.0f}s (timeouts.{'first_step_s' if step == 0 else 'step_s'}) for the "
+                    f"learner's {'first ' if step == 0 else 'next '}step event (after step {step}); backlog: "
                     + ", ".join(f"{s}={self._safe_backlog(s)}" for s in STREAMS)
+                    + f"; {_where_time_goes(job_id)}"
                 )
 
     def _check_health(self, spec: JobSpec, unhealthy_since: float | None, now: float) -> float | None:
@@ -499,7 +500,8 @@ class JobDriver:
         def evaluate(task: Task) -> ProblemResult:
             if time.monotonic() > deadline:
                 raise JobFailure(
-                    f"evaluation at step {step} took longer than timeouts.eval_s ({spec.timeouts.eval_s:.0f}s)"
+                    f"evaluation at step {step} took longer than timeouts.eval_s ({spec.timeouts.eval_s:.0f}s); "
+                    + _where_time_goes(self.job_id)
                 )
             # The rollouts' prompt for this task (one user turn), with the job's thinking switch.
             ids = chat_prompt_ids(
@@ -534,6 +536,15 @@ class JobDriver:
             self.job_id, "eval", {"step": step, "metrics": metrics, "solved": solved, "k": ev.k}
         )
         self.observer.eval(self.job_id, metrics)
+
+
+def _where_time_goes(job_id: str) -> str:
+    """What a timeout message adds: the slowest stage so far and the machine (a CPU that
+    emulates bf16 is the usual reason a stage is many times slower than expected)."""
+    from distil.hardware import detect
+    from distil.timeline import job_timeline, slowest_note
+
+    return f"{slowest_note(job_timeline(job_id))}; this machine: {detect().describe()} (see `distil doctor`)"
 
 
 _TOKENIZERS: dict[str, Any] = {}

@@ -73,3 +73,21 @@ def test_report_from_a_timeline_file(tmp_path, capsys):
     empty.write_text("")
     with pytest.raises(ValueError, match="no steps yet"):
         load(empty)
+
+
+def test_slowest_note_names_the_busiest_stage_or_says_none_trained(tmp_path):
+    import json
+
+    from distil.timeline import busiest, slowest_note
+
+    path = tmp_path / "timeline.jsonl"
+    assert slowest_note(path) == "no step has trained yet"
+    steps = [
+        {"spans": {"learner": [[0.0, 10.0]], "weight_push": [[10.0, 40.0]]}},
+        {"spans": {"learner": [[40.0, 50.0]], "weight_push": [[50.0, 70.0]], "rollout": [[40.0, 45.0]]}},
+    ]
+    path.write_text("".join(json.dumps(s) + "\n" for s in steps))
+    assert busiest([json.loads(x) for x in path.read_text().splitlines()]) == ("weight_push", 25.0)
+    assert slowest_note(path) == "slowest stage so far: weight_push at 25.0 busy s/step"
+    path.write_text('{"spans": {}}\n')  # a record without the learner's span
+    assert slowest_note(path) == "no step has trained yet"

@@ -74,10 +74,14 @@ def test_before_after_says_which_side_is_missing(capsys):
 
 
 def test_expected_demo_scales_with_the_micro_benchmark():
-    ref = MicroBench(REFERENCE["learner_s"], REFERENCE["engine_s"], 100.0, 100.0)
+    r = REFERENCE
+    ref = MicroBench(r["learner_s"], r["engine_s"], 100.0, 100.0)
     step, total = ref.expected_demo(12)
-    assert step == REFERENCE["learner_step_s"] + REFERENCE["engine_step_s"] + REFERENCE["other_step_s"]
-    assert total == REFERENCE["fixed_s"] + 2 * REFERENCE["eval_s"] + 12 * step
-    slow = MicroBench(REFERENCE["learner_s"], 10 * REFERENCE["engine_s"], 100.0, 1.0)  # emulated engines
-    assert slow.expected_demo(12)[0] == step + 9 * REFERENCE["engine_step_s"]
+    # on the reference machine the learner chain is the longer one
+    assert step == r["learner"] + r["weight_push"]
+    assert total == r["fixed_s"] + 2 * r["eval_s"] + 12 * step
+    slow = MicroBench(r["learner_s"], 10 * r["engine_s"], 100.0, 1.0)  # emulated engines
+    engines = 10 * (r["rollout"] + r["teacher"] + r["weight_push"]) + r["feedback"]
+    assert slow.expected_demo(12)[0] == engines  # now the engine chain sets the pace
+    assert slow.eval_s() == 10 * r["eval_s"]
     assert slow.expected_first() > ref.expected_first()

@@ -111,3 +111,41 @@ def test_code_maj_votes_on_the_behaviour_on_the_tests(grader, tiny_model_dir, tm
     assert out["score/pass@4"] == 1.0
     assert out["score/maj@4"] == 0.0  # before: 1.0 (sample 0)
     assert out["score/maj@1"] == pytest.approx(0.25)
+
+
+class SlowStages(FixedStages):
+    def generate(self, job, prompt_ids, *, n, **kwargs):
+        import time
+
+        time.sleep(1.5)  # past timeouts.eval_s before the problems after the first batch start
+        return super().generate(job, prompt_ids, n=n, **kwargs)
+
+
+def test_an_evaluation_past_its_timeout_names_the_slowest_stage_and_the_cpu(
+    grader,
+    tiny_model_dir,
+    tmp_path,
+    monkeypatch,  # noqa: F811
+):
+    import json
+
+    from distil.gateway.driver import EVAL_CONCURRENCY, JobFailure
+    from distil.hardware import detect
+
+    monkeypatch.setenv("DISTIL_DATA_DIR", str(tmp_path / "data"))
+    raw = {"evaluation": {"k": K, "max_problems": None}, "timeouts": {"eval_s": 1.0}}
+    spec, _ = validate_spec(raw)
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job = store.create(raw)
+    timeline = tmp_path / "data" / "jobs" / job.id / "timeline.jsonl"
+    timeline.parent.mkdir(parents=True)
+    spans = {"learner": [[0.0, 5.0]], "teacher": [[0.0, 90.0]], "rollout": [[0.0, 20.0]]}
+    timeline.write_text(json.dumps({"spans": spans}) + "\n")
+    driver = JobDriver(store, SlowStages(["\\boxed{4}"] * K, grader), None, job, SimpleNamespace())
+    with pytest.raises(JobFailure) as err:
+        driver._evaluate(spec, [MATH] * (EVAL_CONCURRENCY + 1), tiny_model_dir, step=0)
+    store.close()
+    msg = str(err.value)
+    assert "timeouts.eval_s (1s)" in msg
+    assert "slowest stage so far: teacher at 90.0 busy s/step" in msg
+    assert detect().describe() in msg
