@@ -86,7 +86,6 @@ class Feedback:
     tests: list[TestResult] = field(default_factory=list)
     feedback_text: str = ""
     solution_text: str = ""
-    teacher_mask: np.ndarray | None = None  # [T] bool/uint8
 
 
 @dataclass(slots=True)
@@ -270,9 +269,6 @@ def validate_group(g: Group) -> None:
                     raise SchemaError(
                         f"{where}.feedback.tests[{j}].status: {tr.status!r} not in {list(_STATUS)}"
                     )
-            m = r.feedback.teacher_mask
-            if m is not None and (m.ndim != 1 or m.shape[0] != t):
-                raise SchemaError(f"{where}.feedback.teacher_mask: shape {m.shape}, expected ({t},)")
         if r.teacher is not None:
             ids, lps = r.teacher.top_ids, r.teacher.top_logprobs
             _check_int(ids, f"{where}.teacher.top_ids", 2)
@@ -331,8 +327,6 @@ def group_to_proto(g: Group, deferred: list | None = None) -> group_pb2.Group:
                 pf.tests.add(
                     name=tr.name, status=_STATUS[tr.status], fraction=tr.fraction, message=tr.message
                 )
-            if f.teacher_mask is not None:
-                _pack(f.teacher_mask, pf.teacher_mask, f"{where}.feedback.teacher_mask")
         if r.teacher is not None:
             pt = pr.teacher
             pt.k = r.teacher.k
@@ -412,11 +406,6 @@ def group_from_proto(m: group_pb2.Group) -> Group:
                 ],
                 feedback_text=pf.feedback_text,
                 solution_text=pf.solution_text,
-                teacher_mask=(
-                    _unpack(pf.teacher_mask, f"{where}.feedback.teacher_mask")
-                    if pf.HasField("teacher_mask")
-                    else None
-                ),
             )
         teacher = None
         if pr.HasField("teacher"):

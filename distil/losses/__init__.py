@@ -10,7 +10,8 @@ See docs/objectives.md for each objective's formula, defaults and their sources.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +38,7 @@ __all__ = [
     "ObjectiveName",
     "StudentLogprobs",
     "chunked_student_logprobs",
+    "combine_metrics",
     "compute_loss",
     "compute_loss_from_logprobs",
     "future_credits",
@@ -53,6 +55,44 @@ __all__ = [
 class LossOutput:
     loss: torch.Tensor  # scalar, differentiable
     metrics: dict[str, float]
+    # For each metric that is a mean: how many items it averages (valid tokens, teacher-scored
+    # tokens, or samples), so means over several batches combine exactly (``combine_metrics``).
+    # Metrics without a weight are ``loss``, counts (``tokens``, ``teacher_tokens``) and
+    # maxima (``*_max``, ``rollout_max_abs_diff``).
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+COUNTS = frozenset({"tokens", "teacher_tokens"})
+
+
+def _is_maximum(name: str) -> bool:
+    return name.endswith("_max") or name == "rollout_max_abs_diff"
+
+
+def combine_metrics(outputs: Sequence[LossOutput]) -> dict[str, float]:
+    """The metrics of several batches (a learner's micro-batches) as if computed on their union:
+    each mean weighted by what it averages (``ce_mean`` by teacher-scored tokens, not by
+    every response token), counts summed, maxima maxed. ``loss`` is left to the caller (it
+    depends on the normaliser). A mean whose items all sum to zero weight is left out."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for o in outputs:
+        for k, v in o.metrics.items():
+            if k == "loss":
+                continue
+            if k in o.weights:
+                w = o.weights[k]
+                sums[k] = sums.get(k, 0.0) + v * w
+                weights[k] = weights.get(k, 0.0) + w
+            elif k in COUNTS:
+                out[k] = out.get(k, 0.0) + v
+            elif _is_maximum(k):
+                out[k] = max(out.get(k, v), v)
+            else:
+                raise ValueError(f"metric {k!r} has no weight and is neither a count nor a maximum")
+    out |= {k: sums[k] / w for k, w in weights.items() if w > 0}
+    return out
 
 
 def compute_loss(
@@ -182,13 +222,26 @@ def _finish(
         loss, metrics = _zero_weight_loss(student), {"loss": 0.0}
     else:
         loss, metrics = obj().loss(config, student, sanitize(batch), normalizer)
-    mask = token_mask(batch, student.token_logprobs.dtype, use_teacher_mask=False)
+    dtype = student.token_logprobs.dtype
+    mask = token_mask(batch, dtype, use_teacher_mask=False)
     lengths = mask.sum(-1)
-    metrics["tokens"] = float(lengths.sum())
+    n_tokens, n_samples = float(lengths.sum()), float(len(lengths))
+    # The objective's means are over its valid tokens: for a distillation objective the
+    # teacher-scored ones (response mask AND teacher mask), which is what they weigh when
+    # micro-batches are combined; a few are per sample.
+    scored = float(token_mask(batch, dtype, use_teacher_mask=obj.needs_teacher).sum())
+    weights = {
+        k: n_samples if k in obj.per_sample_metrics else scored
+        for k in metrics
+        if k != "loss" and not _is_maximum(k)
+    }
+    metrics["tokens"] = n_tokens
     metrics["response_length_mean"] = float(lengths.mean()) if len(lengths) else 0.0
     metrics["response_length_max"] = float(lengths.max()) if len(lengths) else 0.0
+    weights["response_length_mean"] = n_samples
     if student.entropy is not None:
         metrics["entropy_mean"] = masked_mean(student.entropy, mask)
+        weights["entropy_mean"] = n_tokens
     if batch.rollout_logprobs is not None and mask.sum() > 0:
         # Rollout engine vs learner on the sampled tokens: KL(rollout || learner) estimated on
         # the rollout's own samples, and the largest per-token gap.
@@ -197,10 +250,13 @@ def _finish(
             valid = mask > 0
             metrics["rollout_kl"] = float(gap[valid].mean())
             metrics["rollout_max_abs_diff"] = float(gap[valid].abs().max())
+            weights["rollout_kl"] = n_tokens
     if obj.needs_teacher:
         tm = batch.teacher_mask
         metrics["teacher_frac"] = float(tm.float().mean()) if tm is not None and len(tm) else 1.0
-    return LossOutput(loss=loss, metrics=metrics)
+        weights["teacher_frac"] = n_samples
+        metrics["teacher_tokens"] = scored
+    return LossOutput(loss=loss, metrics=metrics, weights=weights)
 
 
 def sampled_teacher_targets(sampled_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,9 @@ class Objective(ABC):
     needs_teacher: ClassVar[bool] = False  # teacher top-K ids + log-probs
     needs_teacher_logprobs: ClassVar[bool] = False  # cannot use a text-only / sampled-token teacher
     needs_advantages: ClassVar[bool] = False  # group-normalised advantages from rewards
+    # Metrics that are means over samples; every other mean metric averages over the
+    # objective's valid tokens (teacher-scored ones for a distillation objective).
+    per_sample_metrics: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def check(cls, cfg: ObjectiveConfig) -> None:

@@ -15,6 +15,7 @@ class GRPO(Objective):
     name = "grpo"
     fields = frozenset({"clip_low", "clip_high"})
     needs_advantages = True
+    per_sample_metrics = frozenset({"advantage_mean"})
 
     def loss(
         self, cfg: ObjectiveConfig, student: StudentLogprobs, batch: LossBatch, normalizer: float | None

@@ -12,6 +12,7 @@ import torch
 
 from distil.losses import (
     ObjectiveConfig,
+    combine_metrics,
     compute_loss_from_logprobs,
     future_credits,
     group_advantages,
@@ -154,9 +155,7 @@ class Learner:
             ordered = self._with_credit_baselines(ordered)
         mine, padding = self._plan(ordered)
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        weights: dict[str, float] = {}  # per metric: a micro-batch without it (no teacher) adds no weight
-        tokens = 0.0
+        outputs = []
         loss_total = 0.0
         for i, mb in enumerate(mine + [[ordered[0]]] * padding):
             scale = 1.0 if i < len(mine) else 0.0
@@ -168,20 +167,17 @@ class Learner:
             if not scale:
                 continue
             loss_total += float(out.loss.detach()) / self.topo.world_size
-            weight = out.metrics["tokens"]
-            tokens += weight
-            for k, v in out.metrics.items():
-                if k not in ("loss", "tokens"):
-                    sums[k] = sums.get(k, 0.0) + v * weight  # token-weighted means over micro-batches
-                    weights[k] = weights.get(k, 0.0) + weight
+            outputs.append(dataclasses.replace(out, loss=out.loss.detach()))  # metrics; no graph kept
         t1 = time.perf_counter()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.train.grad_clip)
         grad_norm = float(full_tensor(grad_norm))
         if self.topo.distributed:
             loss_total = _all_reduce_sum(loss_total, self.device)
-        metrics = {k: v / max(weights[k], 1.0) for k, v in sums.items()}
-        metrics |= {"loss": loss_total, "grad_norm": grad_norm, "tokens": tokens}
+        # Each mean over what it averages (ce_mean over teacher-scored tokens, not every
+        # response token of its micro-batch), maxima maxed, counts summed.
+        metrics = combine_metrics(outputs)
+        metrics |= {"loss": loss_total, "grad_norm": grad_norm, "tokens": metrics.get("tokens", 0.0)}
         if not (math.isfinite(grad_norm) and math.isfinite(loss_total)):
             self.optimizer.zero_grad(set_to_none=True)
             self.state.skipped_nonfinite += 1

@@ -33,7 +33,6 @@ def make_group(
                 ],
                 feedback_text="AssertionError in test_b",
                 solution_text="def f(): return 1",
-                teacher_mask=np.ones(t, dtype=bool),
             )
         if k:
             r.teacher = TeacherScores(

@@ -28,7 +28,7 @@ from distil.bus import (
     protogen,
 )
 from distil.bus._pb import group_pb2
-from distil.bus.schema import group_to_proto
+from distil.bus.schema import _pack, _unpack, group_to_proto
 from tests.bus.bus_helpers import make_group
 
 
@@ -51,8 +51,6 @@ def assert_groups_equal(a: Group, b: Group) -> None:
             assert (fa.reward, fa.success, fa.tests, fa.feedback_text, fa.solution_text) == (
                 fb.reward, fb.success, fb.tests, fb.feedback_text, fb.solution_text,
             )  # fmt: skip
-            np.testing.assert_array_equal(fa.teacher_mask, fb.teacher_mask)
-            assert fa.teacher_mask.dtype == fb.teacher_mask.dtype
         assert (ra.teacher is None) == (rb.teacher is None)
         if ra.teacher is not None:
             assert ra.teacher.k == rb.teacher.k
@@ -98,8 +96,14 @@ def test_tensor_dtypes_survive(dtype) -> None:
     elif np.dtype(dtype).kind == "f":
         r.logprobs = np.array([-0.5, -1.0, -2.5, 0.0, -np.inf], dtype=dtype)
         r.teacher.top_logprobs = -np.arange(15, dtype=dtype).reshape(5, 3)
-    else:
-        r.feedback.teacher_mask = np.array([True, False, True, True, False])
+    else:  # no Group field holds bools: the tensor codec alone
+        arr = np.array([True, False, True, True, False])
+        t = group_pb2.Tensor()
+        _pack(arr, t, "bools")
+        back_arr = _unpack(t, "bools")
+        assert back_arr.dtype == arr.dtype
+        np.testing.assert_array_equal(back_arr, arr)
+        return
     back = decode_group(encode_group(g))
     assert_groups_equal(g, back)
 
@@ -251,3 +255,23 @@ def test_empty_responses_and_zero_length_arrays_round_trip() -> None:
     back = decode_group(encode_group(g))
     assert back.responses[0].teacher.top_ids.shape == (0, 5) and back.responses[0].teacher.k == 5
     assert_groups_equal(g, back)
+
+
+def test_feedback_teacher_mask_is_gone_and_its_field_number_reserved() -> None:
+    """Feedback.teacher_mask (field 6) was never written or read; the learner's teacher mask is
+    whether Response.teacher is set (#22 item 10). Its number and name stay reserved."""
+    from distil.bus import Feedback
+
+    assert "teacher_mask" not in Feedback.__slots__
+    fields = group_pb2.Feedback.DESCRIPTOR.fields_by_name
+    assert "teacher_mask" not in fields and 6 not in {f.number for f in fields.values()}
+    proto = (Path(protogen.SCHEMA_DIR) / "group.proto").read_text()
+    assert "reserved 6;" in proto and 'reserved "teacher_mask";' in proto
+    # A message written by an older producer with field 6 set still decodes (unknown field).
+    g = make_group("j", "g", g=1, t=3, k=2, feedback=True)
+    m = group_to_proto(g)
+    old = group_pb2.Tensor(dtype=group_pb2.DTYPE_BOOL, shape=[3], data=b"\x01\x00\x01")
+    tag = bytes([(6 << 3) | 2]) + bytes([len(old.SerializeToString())]) + old.SerializeToString()
+    feedback = m.responses[0].feedback.SerializeToString() + tag
+    m.responses[0].feedback.ParseFromString(feedback)
+    assert decode_group(m.SerializeToString()).responses[0].feedback.reward == g.responses[0].feedback.reward

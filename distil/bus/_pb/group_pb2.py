@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64istil/v1/group.proto\x12\tdistil.v1\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.distil.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"d\n\nTestResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.distil.v1.TestStatus\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xa8\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12$\n\x05tests\x18\x03 \x03(\x0b\x32\x15.distil.v1.TestResult\x12\x15\n\rfeedback_text\x18\x04 \x01(\t\x12\x15\n\rsolution_text\x18\x05 \x01(\t\x12\'\n\x0cteacher_mask\x18\x06 \x01(\x0b\x32\x11.distil.v1.Tensor\"g\n\rTeacherScores\x12\t\n\x01k\x18\x01 \x01(\r\x12\"\n\x07top_ids\x18\x02 \x01(\x0b\x32\x11.distil.v1.Tensor\x12\'\n\x0ctop_logprobs\x18\x03 \x01(\x0b\x32\x11.distil.v1.Tensor\"\xf8\x01\n\x08Response\x12$\n\ttoken_ids\x18\x01 \x01(\x0b\x32\x11.distil.v1.Tensor\x12#\n\x08logprobs\x18\x02 \x01(\x0b\x32\x11.distil.v1.Tensor\x12.\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x17.distil.v1.FinishReason\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0c\n\x04text\x18\x05 \x01(\t\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x06 \x01(\x0b\x32\x13.distil.v1.Feedback\x12)\n\x07teacher\x18\x07 \x01(\x0b\x32\x18.distil.v1.TeacherScores\"6\n\tStageSpan\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\"\x9f\x03\n\x05Group\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08group_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x13\n\x0bprompt_text\x18\x07 \x01(\t\x12+\n\x10prompt_token_ids\x18\x08 \x01(\x0b\x32\x11.distil.v1.Tensor\x12&\n\tresponses\x18\t \x03(\x0b\x32\x13.distil.v1.Response\x12\x0f\n\x07task_id\x18\n \x01(\t\x12\x30\n\x08metadata\x18\x0b \x03(\x0b\x32\x1e.distil.v1.Group.MetadataEntry\x12#\n\x05spans\x18\x0c \x03(\x0b\x32\x14.distil.v1.StageSpan\x12\x1c\n\x14sampling_temperature\x18\r \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xbb\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44TYPE_INT32\x10\x01\x12\x0f\n\x0b\x44TYPE_INT64\x10\x02\x12\x11\n\rDTYPE_FLOAT16\x10\x03\x12\x11\n\rDTYPE_FLOAT32\x10\x04\x12\x11\n\rDTYPE_FLOAT64\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06\x12\x0e\n\nDTYPE_BOOL\x10\x07\x12\x0f\n\x0b\x44TYPE_INT16\x10\x08\x12\x0e\n\nDTYPE_INT8\x10\t*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03*\xa2\x01\n\nTestStatus\x12\x1b\n\x17TEST_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TEST_STATUS_PASSED\x10\x01\x12\x16\n\x12TEST_STATUS_FAILED\x10\x02\x12\x15\n\x11TEST_STATUS_ERROR\x10\x03\x12\x17\n\x13TEST_STATUS_TIMEOUT\x10\x04\x12\x17\n\x13TEST_STATUS_SKIPPED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64istil/v1/group.proto\x12\tdistil.v1\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.distil.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"d\n\nTestResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.distil.v1.TestStatus\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x93\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12$\n\x05tests\x18\x03 \x03(\x0b\x32\x15.distil.v1.TestResult\x12\x15\n\rfeedback_text\x18\x04 \x01(\t\x12\x15\n\rsolution_text\x18\x05 \x01(\tJ\x04\x08\x06\x10\x07R\x0cteacher_mask\"g\n\rTeacherScores\x12\t\n\x01k\x18\x01 \x01(\r\x12\"\n\x07top_ids\x18\x02 \x01(\x0b\x32\x11.distil.v1.Tensor\x12\'\n\x0ctop_logprobs\x18\x03 \x01(\x0b\x32\x11.distil.v1.Tensor\"\xf8\x01\n\x08Response\x12$\n\ttoken_ids\x18\x01 \x01(\x0b\x32\x11.distil.v1.Tensor\x12#\n\x08logprobs\x18\x02 \x01(\x0b\x32\x11.distil.v1.Tensor\x12.\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x17.distil.v1.FinishReason\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0c\n\x04text\x18\x05 \x01(\t\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x06 \x01(\x0b\x32\x13.distil.v1.Feedback\x12)\n\x07teacher\x18\x07 \x01(\x0b\x32\x18.distil.v1.TeacherScores\"6\n\tStageSpan\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\"\x9f\x03\n\x05Group\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08group_id\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x13\n\x0bprompt_text\x18\x07 \x01(\t\x12+\n\x10prompt_token_ids\x18\x08 \x01(\x0b\x32\x11.distil.v1.Tensor\x12&\n\tresponses\x18\t \x03(\x0b\x32\x13.distil.v1.Response\x12\x0f\n\x07task_id\x18\n \x01(\t\x12\x30\n\x08metadata\x18\x0b \x03(\x0b\x32\x1e.distil.v1.Group.MetadataEntry\x12#\n\x05spans\x18\x0c \x03(\x0b\x32\x14.distil.v1.StageSpan\x12\x1c\n\x14sampling_temperature\x18\r \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xbb\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44TYPE_INT32\x10\x01\x12\x0f\n\x0b\x44TYPE_INT64\x10\x02\x12\x11\n\rDTYPE_FLOAT16\x10\x03\x12\x11\n\rDTYPE_FLOAT32\x10\x04\x12\x11\n\rDTYPE_FLOAT64\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06\x12\x0e\n\nDTYPE_BOOL\x10\x07\x12\x0f\n\x0b\x44TYPE_INT16\x10\x08\x12\x0e\n\nDTYPE_INT8\x10\t*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03*\xa2\x01\n\nTestStatus\x12\x1b\n\x17TEST_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TEST_STATUS_PASSED\x10\x01\x12\x16\n\x12TEST_STATUS_FAILED\x10\x02\x12\x15\n\x11TEST_STATUS_ERROR\x10\x03\x12\x17\n\x13TEST_STATUS_TIMEOUT\x10\x04\x12\x17\n\x13TEST_STATUS_SKIPPED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GROUP_METADATAENTRY']._loaded_options = None
   _globals['_GROUP_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=1212
-  _globals['_DTYPE']._serialized_end=1399
-  _globals['_FINISHREASON']._serialized_start=1401
-  _globals['_FINISHREASON']._serialized_end=1521
-  _globals['_TESTSTATUS']._serialized_start=1524
-  _globals['_TESTSTATUS']._serialized_end=1686
+  _globals['_DTYPE']._serialized_start=1191
+  _globals['_DTYPE']._serialized_end=1378
+  _globals['_FINISHREASON']._serialized_start=1380
+  _globals['_FINISHREASON']._serialized_end=1500
+  _globals['_TESTSTATUS']._serialized_start=1503
+  _globals['_TESTSTATUS']._serialized_end=1665
   _globals['_TENSOR']._serialized_start=36
   _globals['_TENSOR']._serialized_end=106
   _globals['_TESTRESULT']._serialized_start=108
   _globals['_TESTRESULT']._serialized_end=208
   _globals['_FEEDBACK']._serialized_start=211
-  _globals['_FEEDBACK']._serialized_end=379
-  _globals['_TEACHERSCORES']._serialized_start=381
-  _globals['_TEACHERSCORES']._serialized_end=484
-  _globals['_RESPONSE']._serialized_start=487
-  _globals['_RESPONSE']._serialized_end=735
-  _globals['_STAGESPAN']._serialized_start=737
-  _globals['_STAGESPAN']._serialized_end=791
-  _globals['_GROUP']._serialized_start=794
-  _globals['_GROUP']._serialized_end=1209
-  _globals['_GROUP_METADATAENTRY']._serialized_start=1162
-  _globals['_GROUP_METADATAENTRY']._serialized_end=1209
+  _globals['_FEEDBACK']._serialized_end=358
+  _globals['_TEACHERSCORES']._serialized_start=360
+  _globals['_TEACHERSCORES']._serialized_end=463
+  _globals['_RESPONSE']._serialized_start=466
+  _globals['_RESPONSE']._serialized_end=714
+  _globals['_STAGESPAN']._serialized_start=716
+  _globals['_STAGESPAN']._serialized_end=770
+  _globals['_GROUP']._serialized_start=773
+  _globals['_GROUP']._serialized_end=1188
+  _globals['_GROUP_METADATAENTRY']._serialized_start=1141
+  _globals['_GROUP_METADATAENTRY']._serialized_end=1188
 # @@protoc_insertion_point(module_scope)

@@ -79,20 +79,18 @@ class TestResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[TestStatus, str]] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Feedback(_message.Message):
-    __slots__ = ("reward", "success", "tests", "feedback_text", "solution_text", "teacher_mask")
+    __slots__ = ("reward", "success", "tests", "feedback_text", "solution_text")
     REWARD_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_TEXT_FIELD_NUMBER: _ClassVar[int]
     SOLUTION_TEXT_FIELD_NUMBER: _ClassVar[int]
-    TEACHER_MASK_FIELD_NUMBER: _ClassVar[int]
     reward: float
     success: bool
     tests: _containers.RepeatedCompositeFieldContainer[TestResult]
     feedback_text: str
     solution_text: str
-    teacher_mask: Tensor
-    def __init__(self, reward: _Optional[float] = ..., success: _Optional[bool] = ..., tests: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., feedback_text: _Optional[str] = ..., solution_text: _Optional[str] = ..., teacher_mask: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    def __init__(self, reward: _Optional[float] = ..., success: _Optional[bool] = ..., tests: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., feedback_text: _Optional[str] = ..., solution_text: _Optional[str] = ...) -> None: ...
 
 class TeacherScores(_message.Message):
     __slots__ = ("k", "top_ids", "top_logprobs")
