@@ -70,6 +70,29 @@ def micro_batches(samples: Sequence[TrainSample], token_budget: int) -> list[lis
     return batches
 
 
+def whole_group_batches(samples: Sequence[TrainSample], token_budget: int) -> list[list[TrainSample]] | None:
+    """Micro-batches that each hold whole groups (rows x longest row <= token_budget), or
+    None when some group alone exceeds the budget.
+
+    With every sibling in its micro-batch, an in-batch leave-one-out credit baseline is the
+    whole-group one, so the learner can skip its no-grad pre-pass over the step. Groups go
+    longest first into the first micro-batch they fit (first-fit decreasing)."""
+    groups: dict[int, list[TrainSample]] = {}
+    for s in samples:
+        groups.setdefault(s.group_id, []).append(s)
+    if any(len(g) * max(s.length for s in g) > token_budget for g in groups.values()):
+        return None
+    batches: list[list[TrainSample]] = []
+    for g in sorted(groups.values(), key=lambda g: max(s.length for s in g), reverse=True):
+        for b in batches:
+            if (len(b) + len(g)) * max(s.length for s in b + g) <= token_budget:
+                b.extend(g)
+                break
+        else:
+            batches.append(list(g))
+    return batches
+
+
 def collate(samples: Sequence[TrainSample], pad_id: int) -> ModelBatch:
     """Right-padded ``prompt + response`` inputs and the loss tensors aligned on response tokens."""
     B = len(samples)

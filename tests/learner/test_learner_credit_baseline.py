@@ -85,3 +85,44 @@ def test_group_baseline_on_two_ranks_matches_one_rank(tiny_model_dir, tmp_path):
         assert a == pytest.approx(b, abs=1e-5, rel=1e-5)
     for name, w in one["weights"].items():
         torch.testing.assert_close(two["weights"][name], w, rtol=1e-5, atol=1e-5)
+
+
+def _tightest_whole_group_budget(ss) -> int:
+    groups: dict[int, list] = {}
+    for s in ss:
+        groups.setdefault(s.group_id, []).append(s)
+    return max(len(g) * max(s.length for s in g) for g in groups.values())
+
+
+def test_whole_groups_are_packed_without_splitting_one():
+    from services.learner.batching import whole_group_batches
+
+    ss = samples(n=8, seed=3)
+    assert whole_group_batches(ss, 12) is None  # a group alone is over the budget
+    budget = _tightest_whole_group_budget(ss)
+    plan = whole_group_batches(ss, budget)
+    assert plan is not None and len(plan) >= 2
+    assert sorted(id(s) for b in plan for s in b) == sorted(id(s) for s in ss)
+    for b in plan:
+        assert len(b) * max(s.length for s in b) <= budget
+        for g in {s.group_id for s in b}:  # every sibling of a group in this batch is here
+            assert sum(s.group_id == g for s in b) == sum(s.group_id == g for s in ss)
+
+
+def test_whole_group_micro_batches_skip_the_pre_pass_and_give_its_gradient(tiny_model_dir, monkeypatch):
+    calls = []
+    original = Learner._with_credit_baselines
+
+    def counting(self, ordered):
+        calls.append(len(ordered))
+        return original(self, ordered)
+
+    monkeypatch.setattr(Learner, "_with_credit_baselines", counting)
+    ss = samples(n=8, seed=3)
+    m_pre, g_pre = grads(tiny_model_dir, 12)  # groups split: the pre-pass computes the baselines
+    assert calls == [8]
+    m_whole, g_whole = grads(tiny_model_dir, _tightest_whole_group_budget(ss))  # >= 2 micro-batches
+    assert calls == [8]  # no pre-pass
+    assert m_whole["loss"] == pytest.approx(m_pre["loss"], rel=1e-5)
+    for n in g_pre:
+        torch.testing.assert_close(g_whole[n], g_pre[n], rtol=1e-4, atol=1e-6)
