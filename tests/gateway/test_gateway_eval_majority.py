@@ -123,9 +123,9 @@ class SlowStages(FixedStages):
 
 def test_an_evaluation_past_its_timeout_names_the_slowest_stage_and_the_cpu(
     grader,
-    tiny_model_dir,
+    tiny_model_dir,  # noqa: F811
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     import json
 
