@@ -10,8 +10,14 @@ import sys
 FORCED_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def _doctor(extra_env: dict[str, str]) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in FORCED_AVX2} | extra_env | {"COLUMNS": "200"}
+def _doctor(extra_env: dict[str, str] | None) -> str:
+    """`distil doctor --no-bench` with ``extra_env``, or in this process's own environment (None)."""
+    env = (
+        dict(os.environ)
+        if extra_env is None
+        else {k: v for k, v in os.environ.items() if k not in FORCED_AVX2}
+    )
+    env |= (extra_env or {}) | {"COLUMNS": "200"}
     out = subprocess.run([sys.executable, "-m", "distil.cli", "doctor", "--no-bench"], env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -32,10 +38,10 @@ def test_doctor_on_forced_avx2_runs_every_engine_in_float32():
     assert _row(text, "sandbox isolation")  # says something: namespaces, process only, or why not
 
 
-def test_doctor_natively_matches_the_hardware_detection():
+def test_doctor_matches_this_environments_hardware_detection():
     from distil.hardware import detect, resolve_dtype
 
-    text = _doctor({})
+    text = _doctor(None)  # the same environment as this process (forced kernels included)
     hw = detect()
     assert _row(text, "torch CPU capability") == hw.cpu_capability
     assert _row(text, "dtype: rollout engine") == resolve_dtype("auto", "cpu", hw)
