@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from distil.gateway.spec import validate_spec
-from distil.jobs import Cursor, InvalidTransition, JobStore, PromptFeeder, SpecError, parse_document
-
-
-def errors_of(doc) -> dict[str, str]:
-    with pytest.raises(SpecError) as info:
-        validate_spec(doc)
-    return {e["loc"]: e["msg"] for e in info.value.errors}
+from distil.jobs import Cursor, InvalidTransition, JobStore, PromptFeeder, parse_document
+from tests.gateway.spec_errors import errors_of
 
 
 def test_defaults_follow_the_paper():

@@ -3,19 +3,11 @@ full weights: mismatched specs are refused at submission, naming the field."""
 
 from __future__ import annotations
 
-import pytest
-
 from distil.gateway.spec import validate_spec
 from distil.gateway.stages import teacher_config
-from distil.jobs import SpecError
+from tests.gateway.spec_errors import errors_of
 
 LORA = {"training": {"lora": {"r": 64, "alpha": 128}}, "engine": {"lora": {"max_rank": 64}}}
-
-
-def errors_of(doc) -> dict[str, str]:
-    with pytest.raises(SpecError) as info:
-        validate_spec(doc)
-    return {e["loc"]: e["msg"] for e in info.value.errors}
 
 
 def test_lora_training_and_a_lora_engine_go_together():

@@ -12,17 +12,12 @@ from pydantic import ValidationError
 
 from distil.gateway.app import create_app
 from distil.gateway.spec import validate_spec
-from distil.jobs import JobStore, SpecError
+from distil.jobs import JobStore
 from services.rollout.stage import RolloutConfig
+from tests.gateway.spec_errors import errors_of
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def errors_of(doc) -> dict[str, str]:
-    with pytest.raises(SpecError) as info:
-        validate_spec(doc)
-    return {e["loc"]: e["msg"] for e in info.value.errors}
 
 
 @pytest.mark.parametrize(

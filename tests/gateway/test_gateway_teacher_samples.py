@@ -18,19 +18,14 @@ from fastapi.testclient import TestClient
 
 from distil.gateway.app import create_app
 from distil.gateway.spec import validate_spec
-from distil.jobs import JobStore, SpecError
+from distil.jobs import JobStore
 from distil.losses import LossBatch, ObjectiveConfig, compute_loss, sampled_teacher_targets
 from services.learner.jobs import LearnerJobSpec
+from tests.gateway.spec_errors import errors_of
 
 SAMPLED = {"kind": "black_box", "url": "http://t", "form": "sampled_tokens", "samples_per_position": 1}
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def errors_of(doc) -> dict[str, str]:
-    with pytest.raises(SpecError) as info:
-        validate_spec(doc)
-    return {e["loc"]: e["msg"] for e in info.value.errors}
 
 
 def learner_objective(doc) -> ObjectiveConfig:
